@@ -1,0 +1,66 @@
+"""Parameters as views into one contiguous buffer, so an optimizer step is a few vector ops.
+
+``Module.flatten_parameters()`` moves every parameter (and its ``.grad``) of a model into one
+flat tensor each and leaves the parameters as views of it. An optimizer that receives such
+parameters calls ``flat_view`` on them (and on their grads) and updates the whole model with a
+handful of operations on a single tensor instead of a loop over layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def flat_view(tensors: Sequence[Tensor]) -> Tensor | None:
+    """Return a 1-D tensor that is exactly ``tensors`` laid end to end in memory, or ``None``.
+
+    Args:
+        tensors: tensors of one dtype and device.
+
+    Returns:
+        A view ``(sum of numel,)`` sharing storage with every tensor, if they are contiguous and
+        adjacent in one storage in the given order; otherwise ``None``.
+    """
+    if not tensors:
+        return None
+    first = tensors[0]
+    storage = first.untyped_storage()
+    ptr = storage.data_ptr()
+    offset = first.storage_offset()
+    expected = offset
+    for t in tensors:
+        if (
+            not t.is_contiguous()
+            or t.dtype != first.dtype
+            or t.device != first.device
+            or t.untyped_storage().data_ptr() != ptr
+            or t.storage_offset() != expected
+        ):
+            return None
+        expected += t.numel()
+    flat = torch.empty(0, dtype=first.dtype, device=first.device)
+    flat.set_(storage, offset, (expected - offset,))
+    return flat
+
+
+def flatten_into_buffer(tensors: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """Copy ``tensors`` into one new contiguous buffer and return it with views of each part.
+
+    Returns:
+        ``(flat, views)`` where ``flat`` is ``(sum of numel,)`` and ``views[i]`` has
+        ``tensors[i]``'s shape and values.
+    """
+    first = tensors[0]
+    total = sum(t.numel() for t in tensors)
+    flat = torch.empty(total, dtype=first.dtype, device=first.device)
+    views: list[Tensor] = []
+    start = 0
+    for t in tensors:
+        view = flat[start : start + t.numel()].view(t.shape)
+        view.copy_(t)
+        views.append(view)
+        start += t.numel()
+    return flat, views
