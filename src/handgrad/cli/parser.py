@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import sys
 from typing import NoReturn
+
+from handgrad.errors import did_you_mean
 
 
 class UsageError(Exception):
     """Bad command-line usage; the CLI prints the message and exits with status 2."""
 
 
-def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """Return `` (did you mean X?)`` for the closest of ``choices``, or an empty string."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]}?)" if match else ""
+closest = did_you_mean
 
 
 class Parser(argparse.ArgumentParser):

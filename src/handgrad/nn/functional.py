@@ -1,0 +1,331 @@
+"""The math: a pure forward and a hand-written backward for every operation.
+
+Each ``*_backward`` takes dL/d(output) (``grad_out``) and what the forward kept, and returns
+dL/d(input) (and parameter gradients). Its docstring states the derivative; the code under it is
+that formula. Letters for shapes: ``N`` batch, ``D_in``/``D_out`` features, ``C`` classes,
+``D`` normalized features.
+
+Backward functions that produce parameter gradients accept optional ``grad_*`` tensors: when
+given, the gradient is accumulated into them in place (``+=``, as torch's autograd does) and
+returned; when not, new tensors are returned. Nothing here touches autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# --------------------------------------------------------------------------------------------
+# Linear: y = x Wᵀ + b
+# --------------------------------------------------------------------------------------------
+
+
+def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """y = x Wᵀ + b.
+
+    Shapes: x (N, D_in), weight (D_out, D_in), bias (D_out,) → y (N, D_out).
+    """
+    if bias is None:
+        return torch.mm(x, weight.t())  # (N, D_out)
+    return torch.addmm(bias, x, weight.t())  # (N, D_out)
+
+
+def linear_backward(
+    grad_out: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    grad_weight: Tensor | None = None,
+    grad_bias: Tensor | None = None,
+    has_bias: bool = True,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """dL/dx = dL/dy · W,  dL/dW = (dL/dy)ᵀ · x,  dL/db = Σ_n dL/dy[n].
+
+    Shapes: grad_out (N, D_out), x (N, D_in), weight (D_out, D_in)
+    → (grad_x (N, D_in), grad_weight (D_out, D_in), grad_bias (D_out,) or None).
+    """
+    grad_x = torch.mm(grad_out, weight)  # (N, D_in)
+    if grad_weight is None:
+        grad_weight = torch.mm(grad_out.t(), x)  # (D_out, D_in)
+    else:
+        grad_weight.addmm_(grad_out.t(), x)  # (D_out, D_in), += in place
+    if not has_bias:
+        return grad_x, grad_weight, None
+    if grad_bias is None:
+        grad_bias = grad_out.sum(0)  # (D_out,)
+    else:
+        grad_bias.add_(grad_out.sum(0))  # (D_out,), += in place
+    return grad_x, grad_weight, grad_bias
+
+
+# --------------------------------------------------------------------------------------------
+# Element-wise activations
+# --------------------------------------------------------------------------------------------
+
+
+def relu_forward(x: Tensor) -> Tensor:
+    """y = max(x, 0). Shapes: x (*) → y (*)."""
+    return torch.clamp_min(x, 0.0)
+
+
+def relu_backward(grad_out: Tensor, x: Tensor) -> Tensor:
+    """dL/dx = dL/dy · 1[x > 0]  (the subgradient 0 is taken at x = 0, as torch does)."""
+    return torch.where(x > 0, grad_out, 0.0)  # (*)
+
+
+def leaky_relu_forward(x: Tensor, negative_slope: float) -> Tensor:
+    """y = x if x > 0 else a·x. Shapes: (*) → (*)."""
+    return torch.where(x > 0, x, x * negative_slope)
+
+
+def leaky_relu_backward(grad_out: Tensor, x: Tensor, negative_slope: float) -> Tensor:
+    """dL/dx = dL/dy · (1 if x > 0 else a)."""
+    return torch.where(x > 0, grad_out, grad_out * negative_slope)  # (*)
+
+
+def tanh_forward(x: Tensor) -> Tensor:
+    """y = tanh(x). Shapes: (*) → (*)."""
+    return torch.tanh(x)
+
+
+def tanh_backward(grad_out: Tensor, y: Tensor) -> Tensor:
+    """dL/dx = dL/dy · (1 − y²), with y = tanh(x) (the derivative at the input, via the output)."""
+    return grad_out * (1 - y * y)  # (*)
+
+
+def sigmoid_forward(x: Tensor) -> Tensor:
+    """y = σ(x) = 1 / (1 + e^(−x)). Shapes: (*) → (*)."""
+    return torch.sigmoid(x)
+
+
+def sigmoid_backward(grad_out: Tensor, y: Tensor) -> Tensor:
+    """dL/dx = dL/dy · y · (1 − y), with y = σ(x)."""
+    return grad_out * (1 - y) * y  # (*)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
+
+
+def gelu_forward(x: Tensor, approximate: str = "none") -> Tensor:
+    """Exact: y = x·Φ(x), Φ the standard normal CDF.  Tanh: y = ½x(1 + tanh(√(2/π)(x + c x³))).
+
+    Shapes: (*) → (*).
+    """
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
+        return 0.5 * x * (1 + torch.tanh(inner))
+    return 0.5 * x * (1 + torch.erf(x * (1 / math.sqrt(2.0))))
+
+
+def gelu_backward(grad_out: Tensor, x: Tensor, approximate: str = "none") -> Tensor:
+    """Exact: dL/dx = dL/dy · (Φ(x) + x·φ(x)), φ the standard normal density.
+
+    Tanh: with u = √(2/π)(x + c x³), t = tanh(u):
+    dL/dx = dL/dy · (½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3c x²)).
+    """
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)  # (*)
+        t = torch.tanh(inner)  # (*)
+        d_inner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)  # (*)
+        return grad_out * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner)  # (*)
+    cdf = 0.5 * (1 + torch.erf(x * (1 / math.sqrt(2.0))))  # (*)
+    pdf = torch.exp(-0.5 * x * x) * (1 / math.sqrt(2.0 * math.pi))  # (*)
+    return grad_out * (cdf + x * pdf)  # (*)
+
+
+# --------------------------------------------------------------------------------------------
+# Softmax and log-softmax
+# --------------------------------------------------------------------------------------------
+
+
+def softmax_forward(x: Tensor, dim: int = -1) -> Tensor:
+    """y_i = e^(x_i − max x) / Σ_j e^(x_j − max x)  (shifted by the max, so it never overflows)."""
+    shifted = x - x.amax(dim, keepdim=True)
+    e = torch.exp(shifted)
+    return e / e.sum(dim, keepdim=True)
+
+
+def softmax_backward(grad_out: Tensor, y: Tensor, dim: int = -1) -> Tensor:
+    """dL/dx_i = y_i · (dL/dy_i − Σ_j dL/dy_j · y_j)  (the Jacobian diag(y) − y yᵀ applied)."""
+    return y * (grad_out - (grad_out * y).sum(dim, keepdim=True))  # like x
+
+
+def log_softmax_forward(x: Tensor, dim: int = -1) -> Tensor:
+    """y_i = x_i − m − log Σ_j e^(x_j − m), m = max x: the stable form of log(softmax(x)).
+
+    The naive ``log(exp(x) / exp(x).sum())`` overflows to inf/nan for logits near 100 in
+    float32; subtracting the max first keeps every exponent ≤ 0.
+    """
+    shifted = x - x.amax(dim, keepdim=True)
+    return shifted - torch.log(torch.exp(shifted).sum(dim, keepdim=True))
+
+
+def log_softmax_backward(grad_out: Tensor, y: Tensor, dim: int = -1) -> Tensor:
+    """dL/dx_i = dL/dy_i − e^(y_i) · Σ_j dL/dy_j  (e^y is the softmax)."""
+    return grad_out - torch.exp(y) * grad_out.sum(dim, keepdim=True)  # like x
+
+
+# --------------------------------------------------------------------------------------------
+# Dropout
+# --------------------------------------------------------------------------------------------
+
+
+def dropout_mask(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """A mask m with m = 1/(1−p) with probability 1−p, else 0; shape of x.
+
+    Drawn as torch's own dropout draws it (``bernoulli_(1 − p)`` on a tensor like x), so that
+    with the same seed handgrad and ``torch.nn.Dropout`` drop the same units.
+    """
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    mask = torch.empty_like(x).bernoulli_(1 - p, generator=generator)
+    return mask.div_(1 - p)
+
+
+def dropout_forward(x: Tensor, mask: Tensor) -> Tensor:
+    """y = x · m. Shapes: (*) → (*)."""
+    return x * mask
+
+
+def dropout_backward(grad_out: Tensor, mask: Tensor) -> Tensor:
+    """dL/dx = dL/dy · m, with the forward's own mask m."""
+    return grad_out * mask  # (*)
+
+
+# --------------------------------------------------------------------------------------------
+# Normalization
+# --------------------------------------------------------------------------------------------
+
+
+def batch_norm_forward_train(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Normalize each feature with its batch statistics.
+
+    μ = mean_n x,  σ² = mean_n (x − μ)²  (biased),  x̂ = (x − μ) / √(σ² + ε).
+
+    Shapes: x (N, C) → (x̂ (N, C), μ (C,), σ² (C,), 1/√(σ² + ε) (C,)).
+    """
+    mean = x.mean(0)  # (C,)
+    var = x.var(0, unbiased=False)  # (C,)
+    inv_std = torch.rsqrt(var + eps)  # (C,)
+    x_hat = (x - mean) * inv_std  # (N, C)
+    return x_hat, mean, var, inv_std
+
+
+def batch_norm_backward_train(grad_xhat: Tensor, x_hat: Tensor, inv_std: Tensor) -> Tensor:
+    """Gradient through batch statistics, with g = dL/dx̂:
+
+    dL/dx = (1/√(σ² + ε)) · (g − mean_n g − x̂ · mean_n(g · x̂)).
+
+    The two mean terms are the paths through μ and σ²; dropping either is a classic bug.
+    Shapes: grad_xhat (N, C), x_hat (N, C), inv_std (C,) → (N, C).
+    """
+    mean_g = grad_xhat.mean(0)  # (C,)
+    mean_gx = (grad_xhat * x_hat).mean(0)  # (C,)
+    return (grad_xhat - mean_g - x_hat * mean_gx) * inv_std  # (N, C)
+
+
+def layer_norm_forward(x: Tensor, dims: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor]:
+    """Normalize each sample over its last ``len(dims)`` dimensions.
+
+    μ = mean x,  σ² = mean (x − μ)²,  x̂ = (x − μ) / √(σ² + ε), over ``dims``.
+    Shapes: x (N, *D) → (x̂ (N, *D), 1/√(σ² + ε) (N, *1)).
+    """
+    mean = x.mean(dims, keepdim=True)  # (N, *1)
+    var = x.var(dims, unbiased=False, keepdim=True)  # (N, *1)
+    inv_std = torch.rsqrt(var + eps)  # (N, *1)
+    return (x - mean) * inv_std, inv_std
+
+
+def layer_norm_backward(
+    grad_xhat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...]
+) -> Tensor:
+    """With g = dL/dx̂ and means over the normalized dims:
+
+    dL/dx = (1/√(σ² + ε)) · (g − mean g − x̂ · mean(g · x̂)).
+    """
+    mean_g = grad_xhat.mean(dims, keepdim=True)  # (N, *1)
+    mean_gx = (grad_xhat * x_hat).mean(dims, keepdim=True)  # (N, *1)
+    return (grad_xhat - mean_g - x_hat * mean_gx) * inv_std  # (N, *D)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses. ``scale`` is 1 for reduction='sum' and 1/count for 'mean'.
+# --------------------------------------------------------------------------------------------
+
+
+def squared_error_forward(x: Tensor, target: Tensor) -> Tensor:
+    """e = (x − t)², element-wise. Shapes: (*) → (*)."""
+    diff = x - target
+    return diff * diff
+
+
+def squared_error_backward(x: Tensor, target: Tensor, grad_out: Tensor | float) -> Tensor:
+    """dL/dx = 2 (x − t) · dL/de  (dL/de is the reduction's scale, or a tensor for 'none')."""
+    return (x - target) * (2 * grad_out)  # (*)
+
+
+def soft_targets(
+    target: Tensor, num_classes: int, label_smoothing: float, dtype: torch.dtype
+) -> Tensor:
+    """q = (1 − ε)·t + ε/C, with t one-hot of class indices (N,) or probabilities (N, C)."""
+    if target.dtype in (torch.int64, torch.int32, torch.uint8):
+        q = torch.zeros(target.shape[0], num_classes, dtype=dtype, device=target.device)
+        q.scatter_(1, target.long().unsqueeze(1), 1.0)  # (N, C)
+    else:
+        q = target.to(dtype)  # (N, C)
+    if label_smoothing > 0:
+        q = q * (1 - label_smoothing) + label_smoothing / num_classes  # (N, C)
+    return q
+
+
+def cross_entropy_forward(
+    logits: Tensor, target: Tensor, label_smoothing: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Per-sample loss ℓ_n = −Σ_c q_nc · log softmax(x)_nc, fused and stable.
+
+    Shapes: logits (N, C), target (N,) int64 or (N, C) probabilities
+    → (ℓ (N,), log-probabilities (N, C)).
+    """
+    log_p = log_softmax_forward(logits, dim=1)  # (N, C)
+    if label_smoothing == 0.0 and not target.is_floating_point():
+        losses = -log_p.gather(1, target.long().unsqueeze(1)).squeeze(1)  # (N,)
+    else:
+        q = soft_targets(target, logits.shape[1], label_smoothing, logits.dtype)
+        losses = -(q * log_p).sum(1)  # (N,)
+    return losses, log_p
+
+
+def cross_entropy_backward(
+    log_p: Tensor, target: Tensor, grad_out: Tensor | float, label_smoothing: float = 0.0
+) -> Tensor:
+    """dL/dx = (softmax(x) − q) · dL/dℓ: softmax minus the (smoothed) one-hot, scaled once.
+
+    Shapes: log_p (N, C), target (N,) or (N, C), grad_out scalar or (N,) → (N, C).
+    """
+    grad = torch.exp(log_p)  # (N, C), the softmax
+    if label_smoothing == 0.0 and not target.is_floating_point():
+        grad.scatter_add_(
+            1, target.long().unsqueeze(1), torch.full_like(grad[:, :1], -1.0)
+        )  # (N, C), minus one-hot
+    else:
+        grad.sub_(soft_targets(target, log_p.shape[1], label_smoothing, log_p.dtype))
+    if isinstance(grad_out, Tensor) and grad_out.dim() == 1:
+        return grad.mul_(grad_out.unsqueeze(1))  # (N, C)
+    return grad.mul_(grad_out)  # (N, C)
+
+
+def nll_forward(log_p: Tensor, target: Tensor) -> Tensor:
+    """ℓ_n = −x[n, t_n]. Shapes: log_p (N, C), target (N,) int64 → (N,)."""
+    return -log_p.gather(1, target.long().unsqueeze(1)).squeeze(1)
+
+
+def nll_backward(log_p: Tensor, target: Tensor, grad_out: Tensor | float) -> Tensor:
+    """dL/dx[n, c] = −dL/dℓ_n if c = t_n else 0. Shapes → (N, C)."""
+    grad = torch.zeros_like(log_p)  # (N, C)
+    if isinstance(grad_out, Tensor) and grad_out.dim() == 1:
+        values = -grad_out.unsqueeze(1).to(log_p.dtype)  # (N, 1)
+    else:
+        values = torch.full_like(log_p[:, :1], -float(grad_out))  # (N, 1)
+    return grad.scatter_(1, target.long().unsqueeze(1), values)  # (N, C)
