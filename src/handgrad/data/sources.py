@@ -205,16 +205,46 @@ def download_mnist(
 
 @dataclass(frozen=True)
 class FileCheck:
-    """The result of checking one file: where it is, its MD5 and the expected one."""
+    """The result of checking one file: where it is, its MD5 and the expected one.
+
+    ``error`` is set (and ``md5`` empty) when the file could not be read or decompressed.
+    """
 
     key: str
     path: Path
     md5: str
     expected: str
+    error: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.md5 == self.expected
+        return not self.error and self.md5 == self.expected
+
+
+def verify_files(
+    directory: str | os.PathLike[str], *, checksums: Mapping[str, str] | None = None
+) -> list[FileCheck]:
+    """MD5 of the uncompressed content of each of the four files, against the published ones.
+
+    Unreadable files (truncated or corrupt gzip) are reported in ``FileCheck.error`` rather
+    than raised, so every file gets a verdict.
+
+    Raises:
+        HandgradError: a file is missing.
+    """
+    directory = Path(directory).expanduser()
+    expected = {**PUBLISHED_MD5, **(checksums or {})}
+    checks: list[FileCheck] = []
+    for spec in MNIST_FILES:
+        path = find_file(directory, spec)
+        if path is None:
+            raise HandgradError(f"{directory / spec.name}: no such file")
+        try:
+            checks.append(FileCheck(spec.key, path, md5_hex(read_bytes(path)), expected[spec.key]))
+        except HandgradError as exc:
+            problem = str(exc).removeprefix(f"{path}: ")
+            checks.append(FileCheck(spec.key, path, "", expected[spec.key], problem))
+    return checks
 
 
 def read_mnist_dir(
