@@ -127,7 +127,9 @@ def test_layer_against_autograd(name: str, mode: str, batch: int, dtype: torch.d
             layer(torch.randn(1, width, dtype=dtype))
         return
     if (
-        isinstance(layer, nn.BatchNorm1d) and mode == "train" and batch == 2
+        isinstance(layer, nn.BatchNorm1d)
+        and mode == "train"
+        and batch == 2
         and dtype == torch.float32
     ):
         # With two samples x̂ = ±1 whatever x is, so dL/dx is pure float32 rounding noise
@@ -146,8 +148,19 @@ def _random_stack(rng: random.Random, d_in: int, batch: int, dtype: torch.dtype)
         layers.append(nn.Linear(width, new, bias=rng.random() < 0.8))
         width = new
         extra = rng.choice(
-            ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "GELU(tanh)", "LayerNorm",
-             "Dropout", "BatchNorm1d", "Softmax", "LogSoftmax"]
+            [
+                "ReLU",
+                "LeakyReLU",
+                "Tanh",
+                "Sigmoid",
+                "GELU",
+                "GELU(tanh)",
+                "LayerNorm",
+                "Dropout",
+                "BatchNorm1d",
+                "Softmax",
+                "LogSoftmax",
+            ]
         )
         if extra == "BatchNorm1d" and (batch == 1 or (batch == 2 and dtype == torch.float32)):
             extra = "Tanh"  # N=1 cannot train; N=2 in float32 is rounding noise (see above)

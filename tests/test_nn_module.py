@@ -226,16 +226,36 @@ def test_backward_with_wrong_gradient_shape() -> None:
 @pytest.mark.parametrize(
     ("loss", "x", "target", "error", "match"),
     [
-        (nn.CrossEntropyLoss(), torch.randn(4, 3), torch.tensor([0, 1, 3, 0]), ValueError,
-         r"in \[0, 2\]"),
-        (nn.CrossEntropyLoss(), torch.randn(4, 3), torch.tensor([0, 1]), ValueError,
-         r"shape \(4,\)"),
-        (nn.CrossEntropyLoss(), torch.randn(4, 3), torch.randn(4, 3, dtype=torch.float64),
-         TypeError, "float64"),
+        (
+            nn.CrossEntropyLoss(),
+            torch.randn(4, 3),
+            torch.tensor([0, 1, 3, 0]),
+            ValueError,
+            r"in \[0, 2\]",
+        ),
+        (
+            nn.CrossEntropyLoss(),
+            torch.randn(4, 3),
+            torch.tensor([0, 1]),
+            ValueError,
+            r"shape \(4,\)",
+        ),
+        (
+            nn.CrossEntropyLoss(),
+            torch.randn(4, 3),
+            torch.randn(4, 3, dtype=torch.float64),
+            TypeError,
+            "float64",
+        ),
         (nn.NLLLoss(), torch.randn(4, 3), torch.randn(4, 3), TypeError, "int64"),
         (nn.MSELoss(), torch.randn(4, 1), torch.randn(4), ValueError, "unsqueeze"),
-        (nn.MSELoss(), torch.randn(4, 2), torch.ones(4, 2, dtype=torch.long), TypeError,
-         "floating-point target"),
+        (
+            nn.MSELoss(),
+            torch.randn(4, 2),
+            torch.ones(4, 2, dtype=torch.long),
+            TypeError,
+            "floating-point target",
+        ),
     ],
 )
 def test_loss_targets_of_the_wrong_kind(

@@ -1,4 +1,4 @@
-"""handgrad trains with autograd switched off: patch every way into autograd to raise, then train."""
+"""handgrad trains with autograd off: each way into autograd is patched to raise; it trains."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ message that says where, what was expected and what came. The CLI turns any of t
 line on stderr and a non-zero exit code, never a traceback.
 """
 
-
 from __future__ import annotations
 
 

@@ -73,8 +73,9 @@ def to_torch(model: nn.Module) -> torch.nn.Module:
     twin = _module_twin(model)
     params = list(model.parameters())
     buffers = [b for _, b in model.named_buffers()]
-    first = (params or [b for b in buffers if b.is_floating_point()] or [None])[0]
-    if first is not None:
+    floating = params or [b for b in buffers if b.is_floating_point()]
+    if floating:
+        first = floating[0]
         twin = twin.to(dtype=first.dtype, device=first.device)
     with torch.no_grad():
         twin.load_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()})

@@ -8,7 +8,6 @@ wires them together and turns errors meant for people into one line and a non-ze
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence

@@ -42,7 +42,7 @@ def flat_view(tensors: Sequence[Tensor]) -> Tensor | None:
             return None
         expected += t.numel()
     flat = torch.empty(0, dtype=first.dtype, device=first.device)
-    flat.set_(storage, offset, (expected - offset,))
+    flat.set_(storage, offset, (expected - offset,), (1,))
     return flat
 
 

@@ -65,7 +65,12 @@ class Linear(Module):
         self.out_features = out_features
         dtype = check_dtype(dtype)
         weight = init_weight(
-            out_features, in_features, init, std=std, draw_order=draw_order, dtype=dtype,
+            out_features,
+            in_features,
+            init,
+            std=std,
+            draw_order=draw_order,
+            dtype=dtype,
             device=device,
         )
         self.register_parameter("weight", weight)
@@ -81,8 +86,12 @@ class Linear(Module):
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         check_input(
-            self, x, ndim=2, features=self.in_features,
-            expected=f"(N, {self.in_features})", like=self.weight,
+            self,
+            x,
+            ndim=2,
+            features=self.in_features,
+            expected=f"(N, {self.in_features})",
+            like=self.weight,
         )
         self._x = x
         return F.linear_forward(x, self.weight, self.bias)  # (N, D_out)
@@ -92,8 +101,12 @@ class Linear(Module):
         if x is None:
             raise self._not_run()
         check_input(
-            self, grad_output, ndim=2, expected=f"({x.shape[0]}, {self.out_features})",
-            like=self.weight, what="grad_output",
+            self,
+            grad_output,
+            ndim=2,
+            expected=f"({x.shape[0]}, {self.out_features})",
+            like=self.weight,
+            what="grad_output",
         )
         if grad_output.shape != (x.shape[0], self.out_features):
             raise ValueError(
@@ -101,8 +114,12 @@ class Linear(Module):
                 f"({x.shape[0]}, {self.out_features}), got {tuple(grad_output.shape)}"
             )
         grad_x, _, _ = F.linear_backward(
-            grad_output, x, self.weight, self.weight.grad,
-            None if self.bias is None else self.bias.grad, has_bias=self.has_bias,
+            grad_output,
+            x,
+            self.weight,
+            self.weight.grad,
+            None if self.bias is None else self.bias.grad,
+            has_bias=self.has_bias,
         )
         return grad_x  # (N, D_in)
 

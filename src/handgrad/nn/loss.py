@@ -1,4 +1,4 @@
-"""Losses as modules: ``loss(input, target)`` returns the loss; ``loss.backward()`` returns dL/dinput.
+"""Losses as modules: ``loss(input, target)`` gives the loss, ``loss.backward()`` dL/dinput.
 
 ``reduction`` is ``'mean'``, ``'sum'`` or ``'none'`` as in torch. With ``'none'`` the loss is a
 tensor of per-element (or per-sample) values and ``backward`` takes their gradient (ones if not
@@ -102,7 +102,7 @@ class MSELoss(Loss):
         self._input, self._target = input, target
         return self._reduce(F.squared_error_forward(input, target))
 
-    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:  # type: ignore[override]
+    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         if self._input is None or self._target is None:
             raise self._not_run()
         upstream = self._upstream(grad_output)
@@ -151,7 +151,7 @@ class CrossEntropyLoss(Loss):
         self._log_p, self._target = log_p, target
         return self._reduce(losses)
 
-    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:  # type: ignore[override]
+    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         if self._log_p is None or self._target is None:
             raise self._not_run()
         upstream = self._upstream(grad_output)
@@ -182,7 +182,7 @@ class NLLLoss(Loss):
         self._input, self._target = input, target
         return self._reduce(F.nll_forward(input, target))
 
-    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:  # type: ignore[override]
+    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         if self._input is None or self._target is None:
             raise self._not_run()
         return F.nll_backward(self._input, self._target, self._upstream(grad_output))  # (N, C)

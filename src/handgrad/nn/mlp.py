@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
 import torch
 
 from handgrad.errors import did_you_mean
@@ -36,7 +39,7 @@ def parse_sizes(spec: str | list[int] | tuple[int, ...]) -> list[int]:
 
 def activation(name: str) -> Module | None:
     """A new activation module by name (``None`` for ``"none"``)."""
-    factories = {
+    factories: dict[str, Callable[[], Module]] = {
         "relu": ReLU,
         "leaky_relu": LeakyReLU,
         "tanh": Tanh,
@@ -51,8 +54,7 @@ def activation(name: str) -> Module | None:
             f"unknown activation {name!r}{did_you_mean(name, ACTIVATIONS)}; "
             f"choose from {', '.join(ACTIVATIONS)}"
         )
-    module: Module = factories[name]()
-    return module
+    return factories[name]()
 
 
 def mlp(
@@ -91,11 +93,17 @@ def mlp(
     layers: list[Module] = []
     if input_dropout > 0:
         layers.append(Dropout(input_dropout))
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(
             Linear(
-                d_in, d_out, init=init, std=std, bias_std=bias_std, draw_order=draw_order,
-                dtype=dtype, device=device,
+                d_in,
+                d_out,
+                init=init,
+                std=std,
+                bias_std=bias_std,
+                draw_order=draw_order,
+                dtype=dtype,
+                device=device,
             )
         )
         last = i == len(sizes) - 2

@@ -21,6 +21,14 @@ from torch import Tensor
 from handgrad.nn.flat import flatten_into_buffer
 
 
+def grad_of(param: Tensor) -> Tensor:
+    """The ``.grad`` of a parameter registered with ``register_parameter`` (never None)."""
+    grad = param.grad
+    if grad is None:
+        raise ValueError(f"parameter of shape {tuple(param.shape)} has no .grad; zero_grad() first")
+    return grad
+
+
 class Module:
     """Base class: a forward pass, a hand-written backward pass, and named parameters.
 
@@ -234,9 +242,7 @@ class Module:
         Values and names are unchanged; an optimizer built afterwards updates the whole model
         with a few vector operations (see ``handgrad.nn.flat``). Returns ``self``.
         """
-        owners = [
-            (module, name) for module in self.modules() for name in module._param_names
-        ]
+        owners = [(module, name) for module in self.modules() for name in module._param_names]
         if not owners:
             return self
         params = [getattr(m, n) for m, n in owners]

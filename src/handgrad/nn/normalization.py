@@ -7,7 +7,7 @@ from torch import Tensor
 
 from handgrad.nn import functional as F
 from handgrad.nn.checks import check_dtype, check_input, label
-from handgrad.nn.module import Module
+from handgrad.nn.module import Module, grad_of
 
 
 class BatchNorm1d(Module):
@@ -26,6 +26,12 @@ class BatchNorm1d(Module):
     Shape: (N, C) → (N, C).
     """
 
+    weight: Tensor
+    bias: Tensor
+    running_mean: Tensor
+    running_var: Tensor
+    num_batches_tracked: Tensor
+
     def __init__(
         self,
         num_features: int,
@@ -38,7 +44,9 @@ class BatchNorm1d(Module):
     ) -> None:
         super().__init__()
         if not isinstance(num_features, int) or num_features <= 0:
-            raise ValueError(f"BatchNorm1d: num_features must be a positive integer, got {num_features!r}")
+            raise ValueError(
+                f"BatchNorm1d: num_features must be a positive integer, got {num_features!r}"
+            )
         if eps <= 0:
             raise ValueError(f"BatchNorm1d: eps must be > 0, got {eps}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
@@ -67,7 +75,8 @@ class BatchNorm1d(Module):
             if x.shape[0] < 2:
                 raise ValueError(
                     f"{label(self)}: training needs more than 1 sample per batch to estimate "
-                    f"the variance, got input of shape {tuple(x.shape)}; use a larger batch or eval()"
+                    f"the variance, got input of shape {tuple(x.shape)}; "
+                    "use a larger batch or eval()"
                 )
             x_hat, mean, var, inv_std = F.batch_norm_forward_train(x, self.eps)
             self._update_running(mean, var, x.shape[0])
@@ -101,8 +110,8 @@ class BatchNorm1d(Module):
                 f"got {tuple(grad_output.shape)}"
             )
         if self.affine:
-            self.weight.grad.add_((grad_output * x_hat).sum(0))  # (C,)
-            self.bias.grad.add_(grad_output.sum(0))  # (C,)
+            grad_of(self.weight).add_((grad_output * x_hat).sum(0))  # (C,)
+            grad_of(self.bias).add_(grad_output.sum(0))  # (C,)
             grad_xhat = grad_output * self.weight  # (N, C)
         else:
             grad_xhat = grad_output
@@ -129,6 +138,9 @@ class LayerNorm(Module):
     Shape: (N, *D) → (N, *D).
     """
 
+    weight: Tensor
+    bias: Tensor
+
     def __init__(
         self,
         normalized_shape: int | tuple[int, ...],
@@ -140,7 +152,9 @@ class LayerNorm(Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        shape = tuple(normalized_shape)
         if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
             raise ValueError(
                 f"LayerNorm: normalized_shape must be positive integers, got {normalized_shape!r}"
@@ -167,7 +181,9 @@ class LayerNorm(Module):
         like = self.weight if self.elementwise_affine else None
         check_input(self, x, expected=expected, like=like)
         if x.dim() <= len(shape) or tuple(x.shape[-len(shape) :]) != shape:
-            raise ValueError(f"{label(self)}: expected input of shape {expected}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{label(self)}: expected input of shape {expected}, got {tuple(x.shape)}"
+            )
         x_hat, inv_std = F.layer_norm_forward(x, self._dims, self.eps)
         self._x_hat, self._inv_std = x_hat, inv_std
         if not self.elementwise_affine:
@@ -187,9 +203,9 @@ class LayerNorm(Module):
             )
         batch_dims = tuple(range(grad_output.dim() - len(self.normalized_shape)))
         if self.elementwise_affine:
-            self.weight.grad.add_((grad_output * x_hat).sum(batch_dims))  # (*D)
+            grad_of(self.weight).add_((grad_output * x_hat).sum(batch_dims))  # (*D)
             if self.has_bias:
-                self.bias.grad.add_(grad_output.sum(batch_dims))  # (*D)
+                grad_of(self.bias).add_(grad_output.sum(batch_dims))  # (*D)
             grad_xhat = grad_output * self.weight  # (N, *D)
         else:
             grad_xhat = grad_output
@@ -199,5 +215,3 @@ class LayerNorm(Module):
         shape = self.normalized_shape
         shown = f"({shape[0]},)" if len(shape) == 1 else str(shape)
         return f"{shown}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
-
-
