@@ -304,3 +304,21 @@ def test_dropout_matches_torch_mask_and_is_identity_in_eval() -> None:
     d = nn.Dropout(0.4).eval()
     assert torch.equal(d(x), x)
     assert torch.equal(d.backward(x), x)
+
+
+def test_skipping_the_input_gradient_keeps_parameter_gradients() -> None:
+    torch.manual_seed(0)
+    model = nn.mlp("6-5-3", "relu").double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    g = torch.randn(4, 3, dtype=torch.float64)
+    model(x)
+    full = model.backward(g)
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.input_grad = False
+    assert not model.input_grad
+    model(x)
+    skipped = model.backward(g)
+    assert full.shape == (4, 6) and skipped.numel() == 0
+    for p, expected in zip(model.parameters(), grads, strict=True):
+        assert torch.equal(p.grad, expected)

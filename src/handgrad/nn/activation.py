@@ -21,12 +21,18 @@ class _Elementwise(Module):
         super().__init__()
         self._saved: Tensor | None = None
 
+    def _check(self, x: object, expected: str = "(*)", min_ndim: int | None = None) -> Tensor:
+        """Return ``x`` if it is a floating tensor; otherwise raise a clear error."""
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < (min_ndim or 0):
+            check_input(self, x, expected=expected, min_ndim=min_ndim)
+        return x  # type: ignore[return-value]
+
     def _check_grad(self, grad_output: Tensor) -> Tensor:
         saved = self._saved
         if saved is None:
             raise self._not_run()
-        check_input(self, grad_output, expected=str(tuple(saved.shape)), what="grad_output")
-        if grad_output.shape != saved.shape:
+        if not isinstance(grad_output, Tensor) or grad_output.shape != saved.shape:
+            check_input(self, grad_output, expected=str(tuple(saved.shape)), what="grad_output")
             raise ValueError(
                 f"{type(self).__name__}({self.extra_repr()}): expected grad_output of shape "
                 f"{tuple(saved.shape)}, got {tuple(grad_output.shape)}"
@@ -38,7 +44,7 @@ class ReLU(_Elementwise):
     """y = max(x, 0); dL/dx = dL/dy · 1[x > 0]. Shape: (*) → (*)."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        self._saved = check_input(self, x, expected="(*)")
+        self._saved = self._check(x)
         return F.relu_forward(x)
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -53,7 +59,7 @@ class LeakyReLU(_Elementwise):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        self._saved = check_input(self, x, expected="(*)")
+        self._saved = self._check(x)
         return F.leaky_relu_forward(x, self.negative_slope)
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -68,7 +74,7 @@ class Tanh(_Elementwise):
     """y = tanh(x); dL/dx = dL/dy · (1 − y²). Shape: (*) → (*)."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        check_input(self, x, expected="(*)")
+        self._check(x)
         y = F.tanh_forward(x)
         self._saved = y
         return y
@@ -81,7 +87,7 @@ class Sigmoid(_Elementwise):
     """y = σ(x); dL/dx = dL/dy · y(1 − y). Shape: (*) → (*)."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        check_input(self, x, expected="(*)")
+        self._check(x)
         y = F.sigmoid_forward(x)
         self._saved = y
         return y
@@ -104,7 +110,7 @@ class GELU(_Elementwise):
         self.approximate = approximate
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        self._saved = check_input(self, x, expected="(*)")
+        self._saved = self._check(x)
         return F.gelu_forward(x, self.approximate)
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -123,7 +129,7 @@ class Softmax(_Elementwise):
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        check_input(self, x, min_ndim=1, expected="(*, C)")
+        self._check(x, "(*, C)", min_ndim=1)
         y = F.softmax_forward(x, self.dim)
         self._saved = y
         return y
@@ -143,7 +149,7 @@ class LogSoftmax(_Elementwise):
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        check_input(self, x, min_ndim=1, expected="(*, C)")
+        self._check(x, "(*, C)", min_ndim=1)
         y = F.log_softmax_forward(x, self.dim)
         self._saved = y
         return y

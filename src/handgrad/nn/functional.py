@@ -39,13 +39,18 @@ def linear_backward(
     grad_weight: Tensor | None = None,
     grad_bias: Tensor | None = None,
     has_bias: bool = True,
+    need_input_grad: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """dL/dx = dL/dy · W,  dL/dW = (dL/dy)ᵀ · x,  dL/db = Σ_n dL/dy[n].
 
     Shapes: grad_out (N, D_out), x (N, D_in), weight (D_out, D_in)
     → (grad_x (N, D_in), grad_weight (D_out, D_in), grad_bias (D_out,) or None).
+    With ``need_input_grad=False`` grad_x is not computed and an empty tensor stands in for it.
     """
-    grad_x = torch.mm(grad_out, weight)  # (N, D_in)
+    if need_input_grad:
+        grad_x = torch.mm(grad_out, weight)  # (N, D_in)
+    else:
+        grad_x = grad_out.new_empty(0)
     if grad_weight is None:
         grad_weight = torch.mm(grad_out.t(), x)  # (D_out, D_in)
     else:
@@ -283,37 +288,43 @@ def soft_targets(
 def cross_entropy_forward(
     logits: Tensor, target: Tensor, label_smoothing: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """Per-sample loss ℓ_n = −Σ_c q_nc · log softmax(x)_nc, fused and stable.
+    """Per-sample loss ℓ_n = −Σ_c q_nc · log softmax(x_n)_c, fused and stable.
+
+    With x' = x − max_c x (so every exponent is ≤ 0): log softmax(x)_c = x'_c − log Σ_j e^(x'_j),
+    and for a class index t: ℓ = log Σ_j e^(x'_j) − x'_t.
 
     Shapes: logits (N, C), target (N,) int64 or (N, C) probabilities
-    → (ℓ (N,), log-probabilities (N, C)).
+    → (ℓ (N,), softmax (N, C), kept for the backward pass).
     """
-    log_p = log_softmax_forward(logits, dim=1)  # (N, C)
+    shifted = logits - logits.amax(1, keepdim=True)  # (N, C)
+    exp = torch.exp(shifted)  # (N, C)
+    sum_exp = exp.sum(1, keepdim=True)  # (N, 1)
+    log_sum = torch.log(sum_exp)  # (N, 1)
     if label_smoothing == 0.0 and not target.is_floating_point():
-        losses = -log_p.gather(1, target.long().unsqueeze(1)).squeeze(1)  # (N,)
+        losses = (log_sum - shifted.gather(1, target.unsqueeze(1))).squeeze(1)  # (N,)
     else:
-        q = soft_targets(target, logits.shape[1], label_smoothing, logits.dtype)
-        losses = -(q * log_p).sum(1)  # (N,)
-    return losses, log_p
+        q = soft_targets(target, logits.shape[1], label_smoothing, logits.dtype)  # (N, C)
+        losses = (q * (log_sum - shifted)).sum(1)  # (N,)
+    return losses, exp.div_(sum_exp)  # softmax, in the buffer of exp
 
 
 def cross_entropy_backward(
-    log_p: Tensor, target: Tensor, grad_out: Tensor | float, label_smoothing: float = 0.0
+    softmax: Tensor, target: Tensor, grad_out: Tensor | float, label_smoothing: float = 0.0
 ) -> Tensor:
     """dL/dx = (softmax(x) − q) · dL/dℓ: softmax minus the (smoothed) one-hot, scaled once.
 
-    Shapes: log_p (N, C), target (N,) or (N, C), grad_out scalar or (N,) → (N, C).
+    Shapes: softmax (N, C), target (N,) or (N, C), grad_out scalar or (N,) → (N, C).
     """
-    grad = torch.exp(log_p)  # (N, C), the softmax
+    per_sample = isinstance(grad_out, Tensor) and grad_out.dim() == 1
+    scale = grad_out.unsqueeze(1) if per_sample else grad_out  # type: ignore[union-attr]
+    grad = softmax * scale  # (N, C)
     if label_smoothing == 0.0 and not target.is_floating_point():
-        grad.scatter_add_(
-            1, target.long().unsqueeze(1), torch.full_like(grad[:, :1], -1.0)
-        )  # (N, C), minus one-hot
-    else:
-        grad.sub_(soft_targets(target, log_p.shape[1], label_smoothing, log_p.dtype))
-    if isinstance(grad_out, Tensor) and grad_out.dim() == 1:
-        return grad.mul_(grad_out.unsqueeze(1))  # (N, C)
-    return grad.mul_(grad_out)  # (N, C)
+        index = target.unsqueeze(1)  # (N, 1)
+        if per_sample:
+            return grad.scatter_add_(1, index, -scale)  # (N, C), minus g·one-hot
+        return grad.scatter_(1, index, -float(scale), reduce="add")  # (N, C)
+    q = soft_targets(target, softmax.shape[1], label_smoothing, softmax.dtype)  # (N, C)
+    return grad.sub_(q * scale)  # (N, C)
 
 
 def nll_forward(log_p: Tensor, target: Tensor) -> Tensor:

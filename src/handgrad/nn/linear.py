@@ -35,6 +35,10 @@ class Linear(Module):
     Shape:
         input (N, D_in) → output (N, D_out).
 
+    Attributes:
+        input_grad: set it to False on a first layer fed with data: backward then skips the
+            D_out·D_in·N multiply-adds of dL/dx, which nothing uses, and returns ``torch.empty(0)``.
+
     Example:
         >>> layer = Linear(784, 50)
         >>> y = layer(torch.randn(32, 784))          # (32, 50)
@@ -83,45 +87,47 @@ class Linear(Module):
         else:
             self.bias = None
         self._x: Tensor | None = None
+        # False when nothing needs dL/dx (the first layer, fed data): backward then skips the
+        # (N, D_out)·(D_out, D_in) product and returns an empty tensor.
+        self.input_grad = True
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        check_input(
-            self,
-            x,
-            ndim=2,
-            features=self.in_features,
-            expected=f"(N, {self.in_features})",
-            like=self.weight,
-        )
+        weight = self.weight
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_features:
+            self._check(x)
+        try:
+            y = F.linear_forward(x, weight, self.bias)  # (N, D_out)
+        except RuntimeError:
+            self._check(x)  # a dtype or device mismatch: say so in words
+            raise
         self._x = x
-        return F.linear_forward(x, self.weight, self.bias)  # (N, D_out)
+        return y
+
+    def _check(self, x: object) -> None:
+        d = self.in_features
+        check_input(self, x, ndim=2, features=d, expected=f"(N, {d})", like=self.weight)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         x = self._x
         if x is None:
             raise self._not_run()
-        check_input(
-            self,
-            grad_output,
-            ndim=2,
-            expected=f"({x.shape[0]}, {self.out_features})",
-            like=self.weight,
-            what="grad_output",
-        )
         if grad_output.shape != (x.shape[0], self.out_features):
+            check_input(self, grad_output, like=self.weight, what="grad_output")
             raise ValueError(
                 f"Linear({self.extra_repr()}): expected grad_output of shape "
                 f"({x.shape[0]}, {self.out_features}), got {tuple(grad_output.shape)}"
             )
+        bias = self.bias
         grad_x, _, _ = F.linear_backward(
             grad_output,
             x,
             self.weight,
             self.weight.grad,
-            None if self.bias is None else self.bias.grad,
-            has_bias=self.has_bias,
+            None if bias is None else bias.grad,
+            has_bias=bias is not None,
+            need_input_grad=self.input_grad,
         )
-        return grad_x  # (N, D_in)
+        return grad_x  # (N, D_in), or (0,) when input_grad is False
 
     def extra_repr(self) -> str:
         return (

@@ -141,22 +141,30 @@ class CrossEntropyLoss(Loss):
                 f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}"
             )
         self.label_smoothing = float(label_smoothing)
-        self._log_p: Tensor | None = None
+        self._softmax: Tensor | None = None
         self._target: Tensor | None = None
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
-        check_input(self, input, ndim=2, expected="(N, C)")
-        _check_class_target(self, input, target)
-        losses, log_p = F.cross_entropy_forward(input, target, self.label_smoothing)
-        self._log_p, self._target = log_p, target
+        if not isinstance(input, Tensor) or input.dim() != 2 or not isinstance(target, Tensor):
+            check_input(self, input, ndim=2, expected="(N, C)")
+            _check_class_target(self, input, target)
+        if target.dtype != torch.int64 or target.shape != input.shape[:1]:
+            _check_class_target(self, input, target)
+            target = target if target.is_floating_point() else target.long()
+        try:
+            losses, softmax = F.cross_entropy_forward(input, target, self.label_smoothing)
+        except RuntimeError:
+            _check_class_target(self, input, target)  # class index out of range, in words
+            raise
+        self._softmax, self._target = softmax, target
         return self._reduce(losses)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
-        if self._log_p is None or self._target is None:
+        if self._softmax is None or self._target is None:
             raise self._not_run()
         upstream = self._upstream(grad_output)
         return F.cross_entropy_backward(
-            self._log_p, self._target, upstream, self.label_smoothing
+            self._softmax, self._target, upstream, self.label_smoothing
         )  # (N, C)
 
     def extra_repr(self) -> str:

@@ -318,6 +318,22 @@ class Sequential(Module):
             grad = layer.backward(grad)
         return grad
 
+    @property
+    def input_grad(self) -> bool:
+        """Whether ``backward`` computes dL/d(input); see ``Linear.input_grad``.
+
+        Setting it to False on a model fed with data skips the first Linear's input gradient
+        (nothing uses it), and ``backward`` then returns an empty tensor.
+        """
+        first = self._layers[0] if self._layers else None
+        return bool(getattr(first, "input_grad", True))
+
+    @input_grad.setter
+    def input_grad(self, value: bool) -> None:
+        first = self._layers[0] if self._layers else None
+        if first is not None and hasattr(first, "input_grad"):
+            first.input_grad = value
+
     def __getitem__(self, index: int) -> Module:
         return self._layers[index]
 
