@@ -113,7 +113,7 @@ def test_matches_torch_for_100_steps(
         opt.step()
         torch_opt.step()
         for p, g in zip(params, step_grads, strict=True):
-            assert torch.equal(p.grad, g), ".grad was modified by step()"
+            assert p.grad is not None and torch.equal(p.grad, g), ".grad was modified by step()"
         worst = max(
             worst, *((p - r).abs().max().item() for p, r in zip(params, reference, strict=True))
         )
@@ -420,9 +420,10 @@ def test_step_refuses_a_grad_that_was_replaced() -> None:
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-param"])
 def test_zero_grad_zeroes_every_grad_in_place(flat: bool) -> None:
     params = make_params(flat)
-    grads = [p.grad for p in params]
     set_grads(params, gradient_stream(seed=9)[0])
     opt = Adam(params)
+    grads = opt.grads
+    assert all(g.abs().sum() > 0 for g in grads)
     opt.zero_grad()
     for p, g in zip(params, grads, strict=True):
         assert p.grad is g
@@ -470,3 +471,19 @@ def test_repr_names_hyper_parameters_and_path() -> None:
     text = repr(SGD(make_params(flat=True), lr=0.1, momentum=0.9))
     assert text.startswith("SGD(lr=0.1, momentum=0.9, dampening=0.0")
     assert text.endswith("4 tensors, 66 values, flat)")
+
+
+def test_a_flattened_handgrad_model_takes_the_flat_path() -> None:
+    from handgrad import nn
+
+    model = nn.mlp("6-5-3", "relu").double().flatten_parameters()
+    opt = Adam(model.parameters(), lr=0.1)
+    assert opt.is_flat
+    before = [p.clone() for p in model.parameters()]
+    model(torch.randn(4, 6, dtype=torch.float64))
+    model.backward(torch.randn(4, 3, dtype=torch.float64))
+    opt.step()
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert not torch.equal(p, q)  # every tensor of the model was updated through the views
+    opt.zero_grad()
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
