@@ -168,9 +168,12 @@ def download_file(
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
             try:
-                actual = md5_hex(read_bytes(tmp))
+                content = read_bytes(tmp)
+                parse_mnist(content, spec.name, spec.kind)
+                actual = md5_hex(content)
             except HandgradError as exc:
-                failures.append(f"{url}: {str(exc).removeprefix(str(tmp) + ': ')}")
+                problem = str(exc).removeprefix(f"{tmp}: ").removeprefix(f"{spec.name}: ")
+                failures.append(f"{url}: {problem}")
                 continue
             if actual != expected:
                 failures.append(f"{url}: MD5 {actual}, expected {expected}")
