@@ -315,14 +315,15 @@ def cross_entropy_backward(
 
     Shapes: softmax (N, C), target (N,) or (N, C), grad_out scalar or (N,) → (N, C).
     """
-    per_sample = isinstance(grad_out, Tensor) and grad_out.dim() == 1
-    scale = grad_out.unsqueeze(1) if per_sample else grad_out  # type: ignore[union-attr]
+    scale: Tensor | float = grad_out
+    if isinstance(grad_out, Tensor):
+        scale = grad_out.unsqueeze(1) if grad_out.dim() == 1 else float(grad_out)  # (N, 1)
     grad = softmax * scale  # (N, C)
     if label_smoothing == 0.0 and not target.is_floating_point():
         index = target.unsqueeze(1)  # (N, 1)
-        if per_sample:
+        if isinstance(scale, Tensor):
             return grad.scatter_add_(1, index, -scale)  # (N, C), minus g·one-hot
-        return grad.scatter_(1, index, -float(scale), reduce="add")  # (N, C)
+        return grad.scatter_(1, index, -scale, reduce="add")  # (N, C)
     q = soft_targets(target, softmax.shape[1], label_smoothing, softmax.dtype)  # (N, C)
     return grad.sub_(q * scale)  # (N, C)
 
