@@ -321,7 +321,10 @@ def load_preset(
         raise TypeError(f"preset {name}: dtype must be a floating-point torch dtype, got {dtype}")
     if not math.isfinite(target_scale):
         raise ValueError(f"preset {name}: target_scale must be finite, got {target_scale}")
-    torch.device(device)  # raises on a malformed device string before any loading
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"preset {name}: bad device {device!r} ({exc})") from None
     if name == "fleuret":
         return fleuret(
             data_dir=data_dir,
