@@ -103,6 +103,9 @@ class Batches:
     def _batches(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         stop = len(self) * self.batch_size if self.drop_last else self.n
         if not self.shuffle:
+            if self.batch_size == self.n:
+                yield self.x, self.y  # one full batch: the tensors themselves
+                return
             for start in range(0, stop, self.batch_size):
                 end = min(start + self.batch_size, self.n)
                 yield self.x[start:end], self.y[start:end]  # views
