@@ -105,7 +105,10 @@ def _check_lines(checks: list[FileCheck]) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print source, counts, class histogram, pixel mean/std and checksum status."""
+    """Print source, counts, class histogram, pixel mean/std and checksum status.
+
+    Returns 1 (after the full report) if a checksum does not match, else 0.
+    """
     loaded = _load(args)
     if loaded.note:
         print(f"note: {loaded.note}", file=sys.stderr)
@@ -134,7 +137,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"checksums: {verdict} ({n_ok} of {len(loaded.checks)} files match)")
     for line in _check_lines(loaded.checks):
         print(line)
-    return 0
+    return _report_failures(loaded.checks)
+
+
+def _report_failures(checks: list[FileCheck]) -> int:
+    """0 if every check passed; else one line on stderr about the first failure, and 1."""
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        return 0
+    first = failed[0]
+    problem = first.error or f"checksum mismatch (MD5 {first.md5}, expected {first.expected})"
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    print(f"handgrad: error: {first.path}: {problem}{more}", file=sys.stderr)
+    return 1
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -154,15 +169,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"source: {source}")
     for line in _check_lines(checks):
         print(line)
-    failed = [c for c in checks if not c.ok]
-    if not failed:
+    if all(c.ok for c in checks):
         print(f"all {len(checks)} checksums match")
-        return 0
-    first = failed[0]
-    problem = first.error or f"checksum mismatch (MD5 {first.md5}, expected {first.expected})"
-    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    print(f"handgrad: verify: {first.path}: {problem}{more}", file=sys.stderr)
-    return 1
+    return _report_failures(checks)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
