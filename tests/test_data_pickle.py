@@ -8,7 +8,7 @@ import os
 import pickle
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -30,10 +30,12 @@ def mnist_like(n: tuple[int, int, int] = (10, 4, 3), seed: int = 0) -> tuple[Any
     )
 
 
-class Py2StylePickler(pickle._Pickler):  # type: ignore[name-defined]
+class Py2StylePickler(pickle._Pickler):
     """Writes bytes as Python 2 ``str`` opcodes, as cPickle did for mnist.pkl.gz."""
 
-    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+    dispatch: ClassVar[Any] = pickle._Pickler.dispatch.copy()
+    write: Any
+    memoize: Any
 
     def save_py2_str(self, obj: bytes) -> None:
         if len(obj) < 256:

@@ -34,7 +34,7 @@ def prologue(arrays: dict[str, np.ndarray], n: int) -> tuple[torch.Tensor, ...]:
     test_target = test_target.narrow(0, 0, n)
 
     def one_hot(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        tmp = input.new_zeros(target.size(0), target.max() + 1)
+        tmp = input.new_zeros(target.size(0), int(target.max()) + 1)
         tmp.scatter_(1, target.view(-1, 1), 1.0)
         return tmp
 
