@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from handgrad.data import load_mnist_arrays, read_idx, write_idx
-from handgrad.data.idx import idx_bytes, parse_mnist
+from handgrad.data.idx import idx_bytes, parse_mnist, read_bytes
 from handgrad.errors import HandgradError
 from tests.data_fixtures import isolate, raw_idx, tiny_arrays, write_mnist_dir
 
@@ -120,8 +120,9 @@ def test_not_gzip_not_idx(tmp_path: Path) -> None:
         (raw_idx(2051, (2, 28, 28), bytes(100)), "truncated: header says (2, 28, 28)"),
         (raw_idx(2049, (3,), bytes(5)), "2 unexpected bytes"),
         (raw_idx(2049, (-1,), b""), "negative size"),
+        (raw_idx(2051, (2**31 - 1,) * 3, bytes(8)), "truncated: header says"),
     ],
-    ids=["short", "type", "ndim0", "header", "data", "trailing", "negative"],
+    ids=["short", "type", "ndim0", "header", "data", "trailing", "negative", "huge"],
 )
 def test_malformed_idx(tmp_path: Path, content: bytes, fragment: str) -> None:
     path = tmp_path / "bad-idx1-ubyte.gz"
@@ -197,3 +198,15 @@ def test_missing_one_file(tmp_path: Path) -> None:
     write_mnist_dir(tmp_path / "d")
     (tmp_path / "d" / "t10k-labels-idx1-ubyte.gz").unlink()
     _expect_error(lambda: load_mnist_arrays(tmp_path / "d"), "missing t10k-labels-idx1-ubyte.gz")
+
+
+def test_max_size_refuses_without_full_decompression(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(bytes(10_000_000)))  # 10 MB of zeros in about 10 kB
+    with pytest.raises(HandgradError, match=r"bomb\.gz: content larger than 1000 bytes"):
+        read_bytes(path, max_size=1000)
+    assert len(read_bytes(path, max_size=10_000_000)) == 10_000_000
+    truncated = tmp_path / "t.gz"
+    truncated.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(HandgradError, match="truncated gzip"):
+        read_bytes(truncated, max_size=20_000_000)

@@ -11,6 +11,8 @@ Every problem is a ``HandgradError`` whose message starts with the file name, e.
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
 import secrets
 import struct
@@ -36,10 +38,12 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
+def read_bytes(path: str | os.PathLike[str], *, max_size: int | None = None) -> bytes:
     """Return the content of ``path``, gunzipped if it starts with the gzip magic bytes.
 
-    Whether a file is gzip is decided by its first bytes, never by its name.
+    Whether a file is gzip is decided by its first bytes, never by its name. With
+    ``max_size``, content (after decompression) larger than that is refused without being
+    decompressed in full, so an untrusted download cannot exhaust memory.
 
     Raises:
         HandgradError: the file is missing or unreadable, or its gzip stream is truncated or
@@ -54,16 +58,26 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         raise HandgradError(f"{path}: is a directory, expected a file") from None
     except OSError as exc:
         raise HandgradError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not data.startswith(GZIP_MAGIC):
-        return data
-    try:
+    content = data
+    if data.startswith(GZIP_MAGIC):
+        try:
+            content = _gunzip(data, max_size)
+        except EOFError:
+            raise HandgradError(
+                f"{path}: truncated gzip file (the stream ends early); download it again"
+            ) from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise HandgradError(f"{path}: corrupt gzip data ({exc})") from None
+    if max_size is not None and len(content) > max_size:
+        raise HandgradError(f"{path}: content larger than {max_size} bytes, refused")
+    return content
+
+
+def _gunzip(data: bytes, max_size: int | None) -> bytes:
+    if max_size is None:
         return gzip.decompress(data)
-    except EOFError:
-        raise HandgradError(
-            f"{path}: truncated gzip file (the stream ends early); download it again"
-        ) from None
-    except (gzip.BadGzipFile, zlib.error) as exc:
-        raise HandgradError(f"{path}: corrupt gzip data ({exc})") from None
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+        return f.read(max_size + 1)  # one byte more than allowed tells "too large"
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -102,7 +116,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if any(size < 0 for size in shape):
         raise HandgradError(f"{name}: negative size in IDX header {shape}")
     dtype = IDX_TYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     found = len(data) - header_size
     if found < expected:
         raise HandgradError(

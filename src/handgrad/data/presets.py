@@ -154,6 +154,9 @@ def fleuret(
         in about [-0.42, 2.86]). ``y_train``/``y_test``: one-hot ``(N, 10)`` of ``dtype``,
         ``target_scale`` at the label and 0 elsewhere (the practical uses 0.9 to stay inside
         tanh's range). ``labels_*``: int64 ``(N,)`` in 0-9.
+
+    With ``full=False`` no file is read (``data_dir`` is ignored): the embedded subset is
+    checked by MD5 and is bit for bit the first 1,000 records of the official files.
     """
     if full:
         directory = resolve_data_dir(data_dir, download=download)
