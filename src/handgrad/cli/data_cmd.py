@@ -113,7 +113,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if loaded.note:
         print(f"note: {loaded.note}", file=sys.stderr)
     print(f"source:    {loaded.source}")
-    print(f"load time: {loaded.seconds:.2f} s (read, decompress, check, MD5)")
+    steps = "read, decompress, check" + (", MD5" if loaded.checks else "")
+    print(f"load time: {loaded.seconds:.2f} s ({steps})")
     print(f"{'split':<6} {'records':>7} {'pixel mean':>10} {'pixel std':>9}   class counts 0-9")
     for split, (images, labels) in loaded.splits.items():
         counts = np.bincount(labels.astype(np.int64), minlength=10)
