@@ -1,0 +1,28 @@
+"""Gradient checking that names the faulty layer and the bug.
+
+``gradcheck(model, loss, x, target)`` checks every hand-written gradient of a model, layer by
+layer, against autograd on the torch.nn twin and against kink-aware float64 finite differences,
+and returns a ``GradReport``: a row per gradient (``str(report)`` prints the table), the first
+faulty layer and a diagnosis in words. ``check_accumulation`` checks that per-sample backward
+passes accumulate to the batched gradient.
+"""
+
+from handgrad.check.accumulation import AccumulationReport, check_accumulation
+from handgrad.check.compare import TOLERANCES, Tolerance
+from handgrad.check.diagnose import Diagnosis
+from handgrad.check.finite_diff import FDCoordinate, FDResult
+from handgrad.check.gradcheck import gradcheck
+from handgrad.check.report import GradReport, GradRow
+
+__all__ = [
+    "TOLERANCES",
+    "AccumulationReport",
+    "Diagnosis",
+    "FDCoordinate",
+    "FDResult",
+    "GradReport",
+    "GradRow",
+    "Tolerance",
+    "check_accumulation",
+    "gradcheck",
+]
