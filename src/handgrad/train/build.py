@@ -1,0 +1,388 @@
+"""From a ``TrainConfig`` to the things a run needs: data, model, loss, optimizer, schedule.
+
+Each function is usable on its own (``handgrad compare`` and the tests build models and data
+the way a run does), and each checks what it can with a one-line error::
+
+    data = load_data(config)                     # TrainData: train / valid / test tensors
+    model = build_model(config)                  # seeds torch with config.seed, then draws
+    loss = build_loss(config)
+    model.flatten_parameters()
+    opt = build_optimizer(config, model, data.n_train)
+    plan = make_plan(config, data.n_train)       # steps per epoch, total, eval, checkpoints
+    schedule = build_schedule(config, data.n_train, plan.total_steps)  # None: constant lr
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from handgrad import nn
+from handgrad.data import load_preset, split_validation
+from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
+from handgrad.train.config import TrainConfig
+
+N_CLASSES = 10
+N_PIXELS = 784
+
+# A transform applied to each training batch before the forward pass: (xb, yb) -> (xb, yb).
+BatchTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+# Data augmentations by config name: a factory from the config to a transform (None: off).
+# Issue 7 adds entries here (and their names to config.AUGMENTS).
+AUGMENTATIONS: dict[str, Callable[[TrainConfig], BatchTransform] | None] = {"none": None}
+
+
+@dataclass
+class TrainData:
+    """The tensors of a run. ``x_*`` ``(N, 784)``; ``y_*`` the loss's targets; ``labels_*`` int64
+    class indices ``(N,)``. The validation part is carved from train (None without a split)."""
+
+    x_train: Tensor
+    y_train: Tensor
+    labels_train: Tensor
+    x_valid: Tensor | None
+    y_valid: Tensor | None
+    labels_valid: Tensor | None
+    x_test: Tensor
+    y_test: Tensor
+    labels_test: Tensor
+    targets: str  # class | onehot | value
+    name: str
+    source: str
+    description: str
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a run's steps are laid out.
+
+    Attributes:
+        batch_size: records per micro-batch.
+        batches_per_epoch: micro-batches in one pass over the training set.
+        micro_per_step: micro-batches whose gradients one optimizer step accumulates.
+        steps_per_epoch: optimizer steps per pass.
+        total_steps: optimizer steps in the run.
+        eval_every, checkpoint_every: in optimizer steps.
+    """
+
+    batch_size: int
+    batches_per_epoch: int
+    micro_per_step: int
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    checkpoint_every: int
+
+
+def resolve_targets(config: TrainConfig) -> str:
+    """The target kind: ``class`` indices, ``onehot`` rows, or the digit ``value`` (N, 1)."""
+    if config.targets != "auto":
+        return config.targets
+    if config.loss == "cross_entropy":
+        return "class"
+    return "value" if _widths(config)[-1] == 1 else "onehot"
+
+
+def _widths(config: TrainConfig) -> list[int]:
+    return nn.parse_sizes(config.model)
+
+
+def check_config(config: TrainConfig) -> None:
+    """Check that model, loss and targets fit together (no data needed).
+
+    Raises:
+        ValueError: one line naming the mismatch.
+    """
+    config.validate()
+    widths = _widths(config)
+    if widths[0] != N_PIXELS:
+        raise ValueError(
+            f"model {config.model}: MNIST inputs have {N_PIXELS} pixels, not {widths[0]}"
+        )
+    kind = resolve_targets(config)
+    out = widths[-1]
+    if kind == "value" and out != 1:
+        raise ValueError(f"targets value: the model must end in 1 output, {config.model} has {out}")
+    if kind in ("class", "onehot") and out != N_CLASSES:
+        raise ValueError(
+            f"targets {kind}: the model must end in {N_CLASSES} outputs, {config.model} has {out}"
+        )
+    if config.loss == "cross_entropy" and kind == "value":
+        raise ValueError("loss cross_entropy: needs class or onehot targets, not value")
+    if config.loss != "cross_entropy" and kind == "class":
+        raise ValueError(f"loss {config.loss}: needs onehot or value targets, not class indices")
+    if kind != "onehot" and config.target_scale != 1.0:
+        raise ValueError(f"target_scale: applies to onehot targets only, these are {kind}")
+
+
+def load_data(config: TrainConfig) -> TrainData:
+    """Load the config's preset, make the loss's targets and carve the validation split.
+
+    Raises:
+        HandgradError: the data cannot be found or read.
+        ValueError: a bad split size.
+    """
+    check_config(config)
+    kind = resolve_targets(config)
+    dtype = config.torch_dtype()
+    if config.preset == "fleuret":
+        ds = load_preset(
+            "fleuret",
+            data_dir=config.data_dir,
+            full=config.full,
+            target_scale=config.target_scale if kind == "onehot" else 1.0,
+            dtype=dtype,
+            device=config.device,
+            download=config.download,
+        )
+    else:
+        ds = load_preset(
+            config.preset,
+            data_dir=config.data_dir,
+            dtype=dtype,
+            device=config.device,
+            download=config.download,
+        )
+
+    def targets(labels: Tensor, preset_y: Tensor) -> Tensor:
+        if kind == "class":
+            return labels  # (N,)
+        if kind == "value":
+            return labels.to(dtype).unsqueeze(1)  # (N, 1)
+        if preset_y.dim() == 2:
+            return preset_y  # (N, C), the preset's own one-hot rows
+        rows = torch.zeros(len(labels), N_CLASSES, dtype=dtype, device=labels.device)  # (N, C)
+        rows.scatter_(1, labels.view(-1, 1), 1.0)
+        return rows * config.target_scale if config.target_scale != 1.0 else rows
+
+    y_train = targets(ds.labels_train, ds.y_train)
+    y_test = targets(ds.labels_test, ds.y_test)
+    x_train, labels_train = ds.x_train, ds.labels_train
+    x_valid = y_valid = labels_valid = None
+    if config.valid:
+        split = split_validation(
+            x_train, y_train, config.valid, seed=config.seed, labels=labels_train
+        )  # fmt: skip
+        x_train, y_train, x_valid, y_valid = (
+            split.x_train,
+            split.y_train,
+            split.x_valid,
+            split.y_valid,
+        )
+        # split_validation returns the labels' parts when given labels.
+        labels_train, labels_valid = _given(split.labels_train), _given(split.labels_valid)
+    return TrainData(
+        x_train=x_train,
+        y_train=y_train,
+        labels_train=labels_train,
+        x_valid=x_valid,
+        y_valid=y_valid,
+        labels_valid=labels_valid,
+        x_test=ds.x_test,
+        y_test=y_test,
+        labels_test=ds.labels_test,
+        targets=kind,
+        name=ds.name,
+        source=ds.source,
+        description=ds.description,
+    )
+
+
+def _given(t: Tensor | None) -> Tensor:
+    if t is None:
+        raise TypeError("split_validation dropped the labels it was given")
+    return t
+
+
+def build_model(config: TrainConfig, *, seed: bool = True) -> nn.Sequential:
+    """The config's MLP, drawn from ``torch.manual_seed(config.seed)`` (unless ``seed=False``)."""
+    check_config(config)
+    if seed:
+        torch.manual_seed(config.seed)
+    return nn.mlp(
+        config.model,
+        config.act,
+        out_act=config.out_act,
+        norm=config.norm,
+        dropout=config.dropout,
+        input_dropout=config.input_dropout,
+        init=config.init,
+        std=config.init_std,
+        bias_std=config.bias_std,
+        draw_order=config.draw_order,
+        dtype=config.torch_dtype(),
+        device=config.device,
+    )
+
+
+# The losses a config can name (SumSquaredLoss is an MSELoss with reduction="sum").
+TrainLoss = nn.MSELoss | nn.CrossEntropyLoss
+
+
+def build_loss(config: TrainConfig) -> TrainLoss:
+    if config.loss == "cross_entropy":
+        return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if config.loss == "mse":
+        return nn.MSELoss()
+    return nn.SumSquaredLoss()
+
+
+def effective_lr(config: TrainConfig, n_train: int) -> float:
+    """``lr``, or ``lr / N_train`` with ``lr_per_sample`` (the seeds' ``eta = 0.1 / N``)."""
+    return config.lr / n_train if config.lr_per_sample else config.lr
+
+
+def optimizer_kwargs(config: TrainConfig, n_train: int) -> dict[str, object]:
+    """The keyword arguments of the config's optimizer (only those the config sets)."""
+    kwargs: dict[str, object] = dict(config.optimizer_options)
+    for name in ("momentum", "weight_decay", "betas", "eps", "nesterov"):
+        value = getattr(config, name)
+        if value is not None:
+            kwargs[name] = value
+    kwargs["lr"] = effective_lr(config, n_train)
+    return kwargs
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module, n_train: int) -> Optimizer:
+    """The config's handgrad optimizer over ``model``'s parameters (flatten the model first)."""
+    return make_optimizer(config.optimizer, model.parameters(), **optimizer_kwargs(config, n_train))
+
+
+def build_schedule(config: TrainConfig, n_train: int, total_steps: int) -> Schedule | None:
+    """The learning-rate schedule, or None for a constant rate.
+
+    Arguments the schedule takes and the options leave out are filled in: ``lr``/``max_lr``
+    from the config, ``total_steps`` from the plan, ``n_samples`` = N_train. With
+    ``lr_per_sample`` every rate (``lr``, ``max_lr``, ``min_lr``, ``values``) is divided by N.
+    """
+    if config.schedule == "constant" and not config.schedule_options:
+        return None
+    factory = SCHEDULES[config.schedule]
+    params = inspect.signature(factory).parameters
+    opts = dict(config.schedule_options)
+    for key in ("lr", "max_lr"):
+        if key in params and key not in opts:
+            opts[key] = config.lr
+    if "total_steps" in params and "total_steps" not in opts:
+        opts["total_steps"] = total_steps
+    if "n_samples" in params and "n_samples" not in opts:
+        opts["n_samples"] = n_train
+    if config.lr_per_sample:
+        for key in ("lr", "max_lr", "min_lr"):
+            if key in opts:
+                opts[key] = opts[key] / n_train
+        if "values" in opts:
+            opts["values"] = [v / n_train for v in opts["values"]]
+    return make_schedule(config.schedule, **opts)
+
+
+def make_plan(config: TrainConfig, n_train: int) -> Plan:
+    """Lay out the run's steps for ``n_train`` training records.
+
+    Raises:
+        ValueError: the batch size exceeds the training set, or ``accumulate`` exceeds an epoch.
+    """
+    batch_size = config.batch_size if config.batch_size is not None else n_train
+    if batch_size > n_train:
+        after = " (after the validation split)" if config.valid else ""
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {n_train} training records{after}"
+        )
+    batches = math.ceil(n_train / batch_size)
+    micro = config.accumulate if config.accumulate is not None else batches
+    if micro > batches:
+        raise ValueError(
+            f"accumulate {micro} exceeds the {batches} batches in an epoch of {n_train} records"
+        )
+    steps_per_epoch = math.ceil(batches / micro)
+    if config.steps is not None:
+        total = config.steps
+    else:
+        assert config.epochs is not None  # validate() requires one of them
+        total = config.epochs * steps_per_epoch
+    eval_every = config.eval_every or steps_per_epoch
+    return Plan(
+        batch_size=batch_size,
+        batches_per_epoch=batches,
+        micro_per_step=micro,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        eval_every=eval_every,
+        checkpoint_every=config.checkpoint_every or eval_every,
+    )
+
+
+def build_transform(config: TrainConfig) -> BatchTransform | None:
+    """The batch transform (data augmentation) the config names, or None."""
+    factory = AUGMENTATIONS[config.augment]
+    return None if factory is None else factory(config)
+
+
+def pixels_to_input(config: TrainConfig, pixels: np.ndarray) -> Tensor:
+    """Raw MNIST-style pixels ``(N, 28, 28)`` uint8 → the model's input ``(N, 784)``.
+
+    The same transform the config's preset applies to its images: for ``fleuret`` the training
+    part's scalar mean and std, for ``fastai`` ``/ 256``, for ``mnist`` ``/ 255``.
+    """
+    from handgrad.data import load_embedded, load_mnist_arrays
+    from handgrad.data.presets import FLEURET_SUBSET, fleuret_from_arrays
+
+    dtype = config.torch_dtype()
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[1:] != (28, 28):
+        raise ValueError(f"pixels: expected uint8 (N, 28, 28), got {pixels.dtype} {pixels.shape}")
+    flat = torch.from_numpy(np.ascontiguousarray(pixels)).reshape(len(pixels), -1).to(dtype)
+    if config.preset == "fastai":
+        return (flat / 256).to(config.device)
+    if config.preset == "mnist":
+        return (flat / 255).to(config.device)
+    if config.full:
+        arrays = load_mnist_arrays(config.data_dir, download=config.download)
+        n_train = None
+    else:
+        arrays, n_train = load_embedded(), FLEURET_SUBSET
+    # Run the preset's own normalization with these pixels in place of the test images.
+    ds = fleuret_from_arrays(
+        {
+            "train_images": arrays["train_images"],
+            "train_labels": arrays["train_labels"],
+            "test_images": pixels,
+            "test_labels": np.zeros(len(pixels), dtype=np.uint8),
+        },
+        n_train=n_train,
+        n_test=None,
+        dtype=dtype,
+    )
+    return ds.x_test.to(config.device)
+
+
+def model_from_state(config: TrainConfig, state: dict[str, Tensor]) -> nn.Sequential:
+    """The config's model holding ``state`` (a state dict with torch.nn's keys)."""
+    model = build_model(config, seed=False)
+    model.load_state_dict(state)
+    return model
+
+
+def preflight(config: TrainConfig, data: TrainData) -> Plan:
+    """Build every part of a run once, so that a bad setting fails before anything is written.
+
+    Returns the plan. The global torch generator is left as it was.
+    """
+    plan = make_plan(config, data.n_train)
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(config, seed=False)
+        model.flatten_parameters()
+        build_optimizer(config, model, data.n_train)
+    build_schedule(config, data.n_train, plan.total_steps)
+    build_transform(config)
+    return plan
