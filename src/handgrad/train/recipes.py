@@ -195,8 +195,8 @@ _add(
             Figure(
                 "test_error",
                 "final test error",
-                0.901,
-                "seed 003 after 200 passes, with its input-scaling mistake (stuck)",
+                None,
+                "none; the seed's 90.10% comes from scaling the inputs instead of the targets",
                 ".2%",
             ),
         ),
@@ -204,7 +204,7 @@ _add(
             "{step:d} acc_train_loss {train_loss:.02f} acc_train_error {train_error_pct:.02f}% "
             "test_error {test_error_pct:.02f}%"
         ),
-        duration="about 30-60 s (200 per-sample passes over 1,000 images)",
+        duration="about 30-60 s: 200 per-sample passes over 1,000 images",
         notes=(
             "The practical prints, on line k, the loss and train error accumulated during pass "
             "k (weights after k-1 steps) and the test error after step k; here every figure of "
@@ -267,7 +267,7 @@ _add(
             Figure("test_accuracy", "final test accuracy", None, "cut off in the seed", ".2%"),
         ),
         log_format="step = {step}, loss = {train_loss}",
-        duration="about 30-90 s (10,000 full-batch steps)",
+        duration="about 30-90 s: 10,000 full-batch steps",
     )
 )
 
@@ -316,7 +316,7 @@ _add(
             "step = {step:6d}\tloss={train_loss:.5f}\taccuracy (train, test): "
             "{train_acc:.5f}\t{test_acc:.5f}"
         ),
-        duration="about 1-3 min (10,000 full-batch steps of a 784-200-10 model)",
+        duration="about 1-3 min: 10,000 full-batch steps of 784-200-10",
     )
 )
 

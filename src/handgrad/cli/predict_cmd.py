@@ -1,0 +1,104 @@
+"""``handgrad predict RUN``: classify image files or test-set images with a run's model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from handgrad.errors import HandgradError
+from handgrad.train import records as rec
+from handgrad.train.build import load_data, model_from_state, pixels_to_input
+from handgrad.train.config import TrainConfig
+from handgrad.train.metrics import predicted_classes, probabilities
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="classify image files or test-set images with a run's model",
+        description=(
+            "Print the predicted class and the class probabilities (softmax of the outputs) "
+            "for each image. Image files are read as grayscale, resized to 28x28 if needed and "
+            "normalized as the run's data preset does; MNIST digits are light on dark, so "
+            "images with a light background are inverted (see --invert)."
+        ),
+    )
+    p.add_argument("run", metavar="RUN", help="a run directory (or a name under --out)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG/JPEG files")
+    p.add_argument("--index", type=int, nargs="+", metavar="I", default=[], help="test-set indices")
+    p.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="invert image files (auto: when the border is light)",
+    )
+    p.add_argument("--out", default="runs", metavar="DIR", help="where runs are (default ./runs)")
+    p.add_argument("--data", dest="data_dir", metavar="DIR", help="folder with the MNIST files")
+    p.set_defaults(func=run)
+
+
+def read_image(path: Path, invert: str) -> np.ndarray:
+    """A 28x28 uint8 array, light digit on dark, from an image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            gray = image.convert("L")
+            if gray.size != (28, 28):
+                gray = gray.resize((28, 28), Image.Resampling.LANCZOS)
+            pixels = np.asarray(gray, dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise HandgradError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise HandgradError(f"{path}: cannot read as an image ({exc})") from None
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if invert == "yes" or (invert == "auto" and border.mean() > 127):
+        pixels = 255 - pixels
+    return pixels
+
+
+def describe(name: str, outputs: Tensor, label: int | None) -> str:
+    """One line per image: the prediction and the probabilities (or the regression output)."""
+    predicted = int(predicted_classes(outputs)[0])
+    truth = "" if label is None else f"  (true {label}{'' if label == predicted else ', wrong'})"
+    probs = probabilities(outputs)
+    if probs is None:
+        return f"{name}: predicted {predicted}, output {outputs[0, 0].item():.3f}{truth}"
+    table = "  ".join(f"{c}:{p:.3f}" for c, p in enumerate(probs[0].tolist()))
+    return (
+        f"{name}: predicted {predicted} (probability {probs[0, predicted].item():.3f}){truth}\n"
+        f"  {table}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.images and not args.index:
+        raise HandgradError("predict: give image files or --index I [I ...] into the test set")
+    run_dir = rec.find_run(args.run, args.out)
+    config = TrainConfig.load(run_dir / rec.CONFIG).validate()
+    if args.data_dir is not None:
+        config = config.replace(data_dir=args.data_dir)
+    state, _ = rec.load_model_state(run_dir)
+    model = model_from_state(config, state).eval()
+    items: list[tuple[str, Tensor, int | None]] = []
+    if args.index:
+        data = load_data(config)
+        n = len(data.x_test)
+        for i in args.index:
+            if not 0 <= i < n:
+                raise HandgradError(
+                    f"--index {i}: out of range; the test set has {n:,} images (0-{n - 1})"
+                )
+            items.append((f"test[{i}]", data.x_test[i : i + 1], int(data.labels_test[i])))
+    if args.images:
+        pixels = np.stack([read_image(Path(p), args.invert) for p in args.images])
+        inputs = pixels_to_input(config, pixels)  # (N, 784)
+        items.extend((p, inputs[k : k + 1], None) for k, p in enumerate(args.images))
+    with torch.no_grad():
+        for name, x, label in items:
+            print(describe(name, model(x), label))
+    return 0
