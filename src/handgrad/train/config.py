@@ -275,7 +275,11 @@ def _positive_int(name: str, value: Any, none_ok: bool = False) -> None:
 
 
 def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    names = {type(None): "null", int: "an integer", float: "a number", str: "a string"}
+    names[bool] = "true or false"
+    if hint in names:
+        return names[hint]
+    return "a list" if typing.get_origin(hint) is tuple else str(hint).replace("typing.", "")
 
 
 def _coerce(where: str, value: Any, hint: Any) -> Any:

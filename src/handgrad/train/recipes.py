@@ -206,9 +206,10 @@ _add(
         ),
         duration="about 30-60 s: 200 per-sample passes over 1,000 images",
         notes=(
-            "The practical prints, on line k, the loss and train error accumulated during pass "
-            "k (weights after k-1 steps) and the test error after step k; here every figure of "
-            "a line is measured on the same weights, those after `step` steps.",
+            "The practical prints, on line k, the loss and train error accumulated during "
+            "pass k (weights after k steps) and the test error after that pass's update (k + 1 "
+            "steps); here every figure of line k is measured on the weights after k steps, so "
+            "its train figures match the practical's line k and its test error the line k - 1.",
         ),
     )
 )

@@ -1,0 +1,97 @@
+"""Every recipe runs from the CLI for a few steps, with both engines; its records are checked."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from handgrad.cli.main import main
+from handgrad.reference import to_torch
+from handgrad.train import records as rec
+from handgrad.train.build import build_model
+from handgrad.train.config import TrainConfig
+from handgrad.train.recipes import RECIPES
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+FEW = {
+    "fastai-mse": ["--steps", "3", "--eval-every", "1"],
+    "fleuret-practical3": ["--epochs", "2"],
+    "ninja-gd": ["--steps", "3", "--eval-every", "1"],
+    "ninja-adamw": ["--steps", "3", "--eval-every", "1"],
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def full_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.environ.get("HANDGRAD_DATA"):
+        return
+    if not SHARED_MNIST.is_dir():
+        pytest.skip("full MNIST not available (set HANDGRAD_DATA)")
+    monkeypatch.setenv("HANDGRAD_DATA", str(SHARED_MNIST))
+
+
+def test_every_recipe_has_a_test() -> None:
+    assert set(FEW) == set(RECIPES)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_runs_with_both_engines(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = RECIPES[name]
+    if recipe.config.preset != "fleuret":
+        full_data(monkeypatch)
+    out = tmp_path / "runs"
+    args = ["train", "--recipe", name, *FEW[name], "--engine", "both", "--out", str(out)]
+    assert main([*args, "--no-plots"]) == 0
+    text = capsys.readouterr().out
+
+    # The seed's own per-evaluation line, then expected vs measured for both engines.
+    first_line = {
+        "fastai-mse": "step     0  epoch 0.00  train mse",
+        "fleuret-practical3": "0 acc_train_loss 810.00 acc_train_error",
+        "ninja-gd": "step = 0, loss = 809.949829",
+        "ninja-adamw": "step =      0\tloss=",
+    }[name]
+    assert first_line in text
+    assert f"{name}: expected vs measured" in text
+    table = text.split(f"{name}: expected vs measured")[1].splitlines()
+    assert "handgrad" in table[1] and "autograd" in table[1]
+    assert len(table) == 2 + len(recipe.figures)
+
+    dirs = sorted(p for p in out.iterdir())
+    assert [d.name.split("-20")[0] for d in dirs] == [f"{name}-autograd", f"{name}-handgrad"]
+    records = {}
+    for run in dirs:
+        config = TrainConfig.load(run / rec.CONFIG)
+        assert config.recipe == name
+        assert config.engine == run.name.split("-20")[0].rsplit("-", 1)[1]
+        records[config.engine] = rec.read_metrics(run)
+        steps = [r["step"] for r in records[config.engine]]
+        expected_steps = {"fleuret-practical3": [0, 1, 2]}.get(name, [0, 1, 2, 3])
+        assert steps == expected_steps
+        for r in records[config.engine]:
+            assert r["train_loss"] > 0 and 0 <= r["test_error"] <= 1
+            assert json.dumps(r)  # plain JSON
+        state = safetensors.torch.load_file(run / rec.MODEL)
+        to_torch(build_model(config)).load_state_dict(state, strict=True)
+        assert rec.load_checkpoint(run / rec.CHECKPOINT).step == steps[-1]
+    # Same start; float32 engines agree closely over a few steps.
+    hand, auto = records["handgrad"], records["autograd"]
+    assert hand[0]["train_loss"] == auto[0]["train_loss"]
+    assert hand[-1]["train_loss"] == pytest.approx(auto[-1]["train_loss"], rel=1e-3)
+    if recipe.timing:
+        assert "forward + loss on 50,000 images" in text and "(notebook 124 ms)" in text

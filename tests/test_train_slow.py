@@ -1,0 +1,39 @@
+"""ninja-gd far enough to check the notebook's step-0 loss and a falling loss (a few seconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+import torch
+
+from handgrad.cli.main import main
+from handgrad.train import records as rec
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_ninja_gd_reproduces_the_notebook_start_and_learns(tmp_path: Path) -> None:
+    code = main(
+        ["train", "--recipe", "ninja-gd", "--steps", "1000", "--out", str(tmp_path), "--quiet",
+         "--no-plots"]
+    )  # fmt: skip
+    assert code == 0
+    (run,) = tmp_path.iterdir()
+    records = rec.read_metrics(run)
+    losses = [r["train_loss"] for r in records]
+    assert [r["step"] for r in records] == list(range(0, 1001, 100))
+    assert losses[0] == pytest.approx(809.9498, abs=1e-3)  # the notebook's float32 step 0
+    assert losses[1] < 0.5 * losses[0]  # the notebook: 288.5 at step 100
+    assert losses[-1] < 100  # the notebook: 58.3 at step 1000
+    assert all(b < a for a, b in pairwise(losses[:5]))
+    assert records[-1]["test_error"] < 0.3
