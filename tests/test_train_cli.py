@@ -117,7 +117,7 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(
     ("args", "message"),
     [
         (["--recipe", "ninja-g"], "invalid choice 'ninja-g' (did you mean ninja-gd?)"),
-        (["--lerning-rate", "0.1"], "unrecognized argument --lerning-rate"),
+        (["--batchsize", "10"], "unrecognized argument --batchsize (did you mean --batch-size?)"),
         (["--preset", "mnits"], "invalid choice 'mnits' (did you mean mnist?)"),
         (["--lr", "0"], "lr: must be > 0, got 0.0"),
         (["--lr", "-0.1"], "lr: must be > 0"),

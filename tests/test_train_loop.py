@@ -68,6 +68,7 @@ def interrupt_at(step: int):  # type: ignore[no-untyped-def]
             ),
             id="cosine-batchnorm",
         ),
+        pytest.param(SMALL.replace(engine="autograd"), id="autograd-engine"),
     ],
 )
 def test_resume_is_bit_identical(tmp_path: Path, config: TrainConfig) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
-from handgrad.train.build import build_loss, build_optimizer, load_data, preflight
+from handgrad.train.build import build_loss, build_optimizer, load_data, make_plan, preflight
 from handgrad.train.config import (
     ACTIVATIONS,
     DATA_PRESETS,
@@ -101,6 +101,20 @@ def _key_value(word: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def reject_unknown_here(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` itself report options it does not know, so that the closest of *its*
+    options is suggested (argparse otherwise hands them to the top-level parser)."""
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        known, extras = parse_known(args, namespace)
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return known, extras
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -289,6 +303,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=run)
+    reject_unknown_here(p)
 
 
 FIELD_FLAGS = {
@@ -394,8 +409,6 @@ def _run_one(
     start = 0
     if resume:
         start = rec.load_checkpoint(run_dir / rec.CHECKPOINT).step  # fails early, naming the file
-    from handgrad.train.build import make_plan
-
     plan = make_plan(config, data.n_train)
     reporter = Reporter(plan.total_steps, start, args.quiet, log_format, config.engine)
     try:

@@ -88,7 +88,7 @@ class TrainConfig:
     batch_size: int | None = 64  # records per (micro-)batch; None = the full training set
     shuffle: bool = True  # new order each epoch (from seed and epoch only)
     accumulate: int | None = 1  # micro-batches per optimizer step; None = a whole pass
-    epochs: int | None = 10  # passes over the training set (ignored when steps is set)
+    epochs: int | None = 20  # passes over the training set (ignored when steps is set)
     steps: int | None = None  # optimizer steps; overrides epochs
     eval_every: int | None = None  # steps between evaluations; None = once per epoch
     checkpoint_every: int | None = None  # steps between checkpoints; None = at each evaluation
