@@ -254,3 +254,22 @@ def test_records_describe_the_model_after_step_steps() -> None:
     assert first["batch_loss"] is None and first["epoch"] == 0
     assert result.records[-1]["epoch"] == 1
     assert {"train_error", "valid_error", "test_error", "lr", "seconds"} <= first.keys()
+
+
+def test_batch_transform_sees_every_batch_with_its_index(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    def flip_noise(
+        xb: torch.Tensor, yb: torch.Tensor, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(index)
+        g = torch.Generator().manual_seed(1000 + index)
+        return xb + 0.01 * torch.randn(xb.shape, generator=g), yb
+
+    config = SMALL.replace(accumulate=2, batch_size=50, dropout=0.0)
+    whole = train(config, run_dir=run_dir(tmp_path, "whole"), transform=flip_noise)
+    assert seen == list(range(3 * 18))  # 18 batches per epoch, 3 epochs
+    part_dir = run_dir(tmp_path, "part")
+    train(config, run_dir=part_dir, transform=flip_noise, on_step=interrupt_at(11))
+    train(config, run_dir=part_dir, resume=True, transform=flip_noise)
+    assert without_seconds(rec.read_metrics(part_dir)) == without_seconds(whole.records)

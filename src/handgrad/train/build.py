@@ -31,11 +31,15 @@ from handgrad.train.config import TrainConfig
 N_CLASSES = 10
 N_PIXELS = 784
 
-# A transform applied to each training batch before the forward pass: (xb, yb) -> (xb, yb).
-BatchTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+# A transform applied to each training batch before the forward pass:
+# (xb, yb, batch_index) -> (xb, yb), batch_index counting micro-batches from the run's start.
+# Drawing its randomness from a generator seeded by (config.seed, batch_index), as Batches does
+# with (seed, epoch), makes it a pure function of the position, so resumed runs stay exact.
+BatchTransform = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
 
 # Data augmentations by config name: a factory from the config to a transform (None: off).
-# Issue 7 adds entries here (and their names to config.AUGMENTS).
+# Issue 7 adds entries here (e.g. wrapping handgrad.data.augment) and their names to
+# config.AUGMENTS.
 AUGMENTATIONS: dict[str, Callable[[TrainConfig], BatchTransform] | None] = {"none": None}
 
 

@@ -279,8 +279,11 @@ def train(
         data: the tensors, if already loaded (``build.load_data(config)``).
         on_step: called after every optimizer step with the number of steps done.
         on_eval: called with each evaluation record.
-        transform: applied to each training batch ``(xb, yb)`` before the forward pass
-            (data augmentation); default: the one ``config.augment`` names.
+        transform: ``transform(xb, yb, batch_index) -> (xb, yb)``, applied to each training
+            batch before the forward pass (data augmentation); ``batch_index`` counts batches
+            from the start of the run, so a transform that draws its randomness from
+            ``(config.seed, batch_index)`` keeps resumed runs exact. Default: the one
+            ``config.augment`` names.
         handle_interrupt: turn Ctrl-C into a clean stop with a checkpoint.
 
     Raises:
@@ -429,9 +432,10 @@ def train(
             if schedule is not None:
                 schedule.apply(engine, step)
             slot = state.losses[step - state.interval_start]
-            for xb, yb in islice(batch_iter, micro):
+            first_batch = epoch * plan.batches_per_epoch + position * micro
+            for j, (xb, yb) in enumerate(islice(batch_iter, micro)):
                 if transform is not None:
-                    xb, yb = transform(xb, yb)
+                    xb, yb = transform(xb, yb, first_batch + j)
                 slot.add_(engine.forward_backward(xb, yb))
             engine.step()
             state.step = step = step + 1
