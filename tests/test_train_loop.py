@@ -273,3 +273,17 @@ def test_batch_transform_sees_every_batch_with_its_index(tmp_path: Path) -> None
     train(config, run_dir=part_dir, transform=flip_noise, on_step=interrupt_at(11))
     train(config, run_dir=part_dir, resume=True, transform=flip_noise)
     assert without_seconds(rec.read_metrics(part_dir)) == without_seconds(whole.records)
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path: Path) -> None:
+    config = SMALL.replace(epochs=1)
+    path = run_dir(tmp_path, "r")
+    train(config, run_dir=path, on_step=interrupt_at(3))
+    with pytest.raises(HandgradError, match="another configuration"):
+        train(config.replace(lr=0.5), run_dir=path, resume=True)
+    ckpt = rec.load_checkpoint(path / rec.CHECKPOINT)
+    del ckpt.model["0.bias"]
+    rec.save_checkpoint(path / rec.CHECKPOINT, ckpt)
+    with pytest.raises(HandgradError, match=r"checkpoint\.safetensors: damaged checkpoint, does"):
+        train(config, run_dir=path, resume=True)
+    assert len(rec.read_metrics(path)) == 1  # the records were left as they were

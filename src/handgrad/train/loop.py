@@ -325,16 +325,20 @@ def train(
                 f"{checkpoint_path}: written by another configuration than {run_dir / rec.CONFIG} "
                 "(the config was edited after the run started)"
             )
-        engine.load_model_state(ckpt.model)
-        engine.load_optim_state(ckpt.optim)
-        torch.set_rng_state(ckpt.rng["torch"])
-        losses = ckpt.loop.get("losses")
-        if losses is None or losses.shape != state.losses.shape:
-            raise HandgradError(f"{checkpoint_path}: damaged checkpoint (loop state missing)")
-        state.losses.copy_(losses)
+        try:
+            engine.load_model_state(ckpt.model)
+            engine.load_optim_state(ckpt.optim)
+            torch.set_rng_state(ckpt.rng["torch"])
+            losses = ckpt.loop["losses"]
+            state.losses.copy_(losses)
+            for key in ("interval_start", "best", "best_step", "bad_evals", "elapsed"):
+                setattr(state, key, ckpt.meta[key])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise HandgradError(
+                f"{checkpoint_path}: damaged checkpoint, does not fit the run "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         state.step = ckpt.step
-        for key in ("interval_start", "best", "best_step", "bad_evals", "elapsed"):
-            setattr(state, key, ckpt.meta[key])
         records = rec.read_metrics(run_dir, upto=ckpt.step)
         rec.rewrite_metrics(run_dir, records)  # drop records a crash left after the checkpoint
         last_checkpoint = ckpt.step
