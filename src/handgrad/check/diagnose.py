@@ -36,6 +36,7 @@ FACTOR_N = "factor N"
 FACTOR_INV_N = "factor 1/N"
 SIGN = "sign"
 FACTOR = "constant factor"
+FACTOR_NC = "factor N·C"
 TRANSPOSE = "transpose"
 BIAS_NOT_SUMMED = "bias not summed over the batch"
 KEPT_DIM = "extra dimension"
@@ -137,16 +138,19 @@ def _named_factors(sizes: Mapping[str, int]) -> list[tuple[float, str, str, str]
                 )
             )
         else:
+            inverse = f"1/({key})" if "·" in key else f"1/{key}"
             named.append(
                 (
                     float(size),
-                    FACTOR,
+                    f"factor {key}",
                     key,
                     f"{meaning}: a division by {key} is missing"
                     f" ('mean' divides by {SIZE_MEANING.get(key, key)})",
                 )
             )
-            named.append((1.0 / size, FACTOR, f"1/{key}", f"{meaning}: an extra division by {key}"))
+            named.append(
+                (1.0 / size, f"factor {inverse}", inverse, f"{meaning}: an extra division by {key}")
+            )
     return named
 
 
@@ -202,18 +206,18 @@ def _shape(name: str, a: Tensor, r: Tensor, tol: Tolerance, scale: float) -> Dia
             "shape (D_out, D_in)",
         )
     if a.dim() == r.dim() + 1 and got[1:] == want:
+        if got[0] == 1 and _close(a[0], r, tol.diagnose_rtol, scale)[0]:
+            return Diagnosis(
+                KEPT_DIM,
+                f"{name} has shape {got} but should have {want}; the values are right: drop "
+                "the kept dimension (sum(0), not sum(0, keepdim=True))",
+            )
         if _close(a.sum(0), r, tol.diagnose_rtol, scale)[0]:
             return Diagnosis(
                 BIAS_NOT_SUMMED,
                 f"{name} has shape {got} but should have {want}, and its sum over the first "
                 f"dimension is the reference: the gradient was not summed over the batch "
                 f"(N = {got[0]}); a bias gets Σ_n dL/dy[n], one value per feature",
-            )
-        if got[0] == 1 and _close(a[0], r, tol.diagnose_rtol, scale)[0]:
-            return Diagnosis(
-                KEPT_DIM,
-                f"{name} has shape {got} but should have {want}; the values are right: drop "
-                "the kept dimension (sum(0), not sum(0, keepdim=True))",
             )
     return Diagnosis(SHAPE, f"{name} has shape {got}, but the parameter or input has {want}")
 
@@ -303,24 +307,59 @@ def diagnose(
     return Diagnosis(UNRECOGNISED, _largest_differences(name, a, r, scale, tol))
 
 
-def diagnose_error(name: str, exc: BaseException) -> Diagnosis:
-    """Explain an exception raised by a backward pass."""
-    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-    m = re.search(
-        r"output with shape \[([\d, ]*)\] doesn't match the broadcast shape "
-        r"\[([\d, ]*)\]",
-        text,
-    )
+_ASSIGNED = re.compile(
+    r"assign a gradient of size '\[([\d, ]*)\]' to a tensor of size '\[([\d, ]*)\]'"
+)
+_BROADCAST = re.compile(
+    r"output with shape \[([\d, ]*)\] doesn't match the broadcast shape \[([\d, ]*)\]"
+)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(s) for s in text.split(",") if s.strip())
+
+
+def error_shapes(exc: BaseException) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(gradient shape, parameter shape) when torch refused a wrongly shaped ``.grad``."""
+    text = str(exc)
+    m = _ASSIGNED.search(text)
     if m:
-        param = [int(s) for s in m.group(1).split(",") if s.strip()]
-        broadcast = [int(s) for s in m.group(2).split(",") if s.strip()]
-        if broadcast[1:] == param:
+        return _sizes(m.group(1)), _sizes(m.group(2))
+    m = _BROADCAST.search(text)
+    if m:
+        return _sizes(m.group(2)), _sizes(m.group(1))
+    return None
+
+
+def diagnose_error(name: str, exc: BaseException) -> Diagnosis:
+    """Explain an exception raised by a backward pass.
+
+    torch refuses a ``.grad`` of the wrong shape, assigned (``p.grad = g``) or added in place
+    (``p.grad += g``); the shapes in its message tell a transpose or a missing sum over the
+    batch from other mistakes.
+    """
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    shapes = error_shapes(exc)
+    if shapes is not None:
+        got, want = shapes
+        if len(want) == 2 and got == want[::-1]:
+            return Diagnosis(
+                TRANSPOSE,
+                f"{name}: backward put a gradient of shape {got} into a .grad of shape {want} "
+                f"(torch refused: {text}): the gradient is transposed, e.g. xᵀ·g where "
+                "dL/dW = gᵀ·x has W's shape (D_out, D_in)",
+            )
+        if len(got) == len(want) + 1 and got[1:] == want:
             return Diagnosis(
                 BIAS_NOT_SUMMED,
-                f"{name}: backward raised {text}: a gradient of shape {tuple(broadcast)} was "
-                f"added into a .grad of shape {tuple(param)}, i.e. not summed over the batch "
-                f"(N = {broadcast[0]}); a bias gets Σ_n dL/dy[n]",
+                f"{name}: backward put a gradient of shape {got} into a .grad of shape {want} "
+                f"(torch refused: {text}): it was not summed over the batch (N = {got[0]}); a "
+                "bias gets Σ_n dL/dy[n], one value per feature",
             )
+        return Diagnosis(
+            SHAPE, f"{name}: backward put a gradient of shape {got} into a .grad of shape {want}"
+        )
     return Diagnosis(RAISED, f"{name}: backward raised {text}")
 
 

@@ -31,6 +31,9 @@ STEP = 1e-6
 # passes round at every operation, not once).
 _NOISE = 64 * torch.finfo(torch.float64).eps
 
+# One-sided slopes that differ by more than this fraction of their size mark a kink.
+KINK_JUMP = 1e-3
+
 Evaluate = Callable[[], tuple[float, float]]
 
 
@@ -153,9 +156,10 @@ def judge(
         tol = rtol * max(scale, abs(p.central)) + p.noise
         low, high = min(p.plus, p.minus), max(p.plus, p.minus)
         structural = p.index in structural_kinks
-        smooth_ok = abs(value - p.central) <= tol
-        if smooth_ok and not structural:
-            kink, ok = False, True
+        # A smooth f has s⁺ − s⁻ ≈ h·f'', far below this unless |f''| > 1000·S.
+        jumps = high - low > max(2 * tol, KINK_JUMP * max(abs(p.plus), abs(p.minus), scale))
+        if abs(value - p.central) <= tol and not structural:
+            kink, ok = jumps, True
         elif structural or high - low > 2 * tol:
             kink, ok = True, low - tol <= value <= high + tol
         else:

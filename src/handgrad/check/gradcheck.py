@@ -23,6 +23,7 @@ from handgrad.check.localize import (
     check_loss,
     check_unit,
     loss_backward,
+    seed_cpu,
     split_units,
 )
 from handgrad.check.report import GradReport, GradRow
@@ -128,8 +129,8 @@ def _check(
     reference: str,
 ) -> GradReport:
     units = split_units(model)
+    notes = _enable_input_grads(units)
     inputs, out = _forward(units, x, settings)
-    notes: list[str] = []
     rows: list[GradRow] = []
     # The hand-written chain, as a training step runs it (each layer still holds what its
     # backward needs from the forward above): the output rows compare it.
@@ -168,6 +169,18 @@ def _check(
     )
 
 
+def _enable_input_grads(units: list[Unit]) -> list[str]:
+    """Turn ``input_grad`` back on (a first layer may skip dL/dx to save time): check it too."""
+    notes = []
+    for unit in units:
+        for name, module in unit.module.named_modules():
+            if getattr(module, "input_grad", True) is False:
+                module.input_grad = True  # type: ignore[attr-defined]
+                where = f"{unit.name}.{name}" if unit.name and name else unit.name or name
+                notes.append(f"input_grad was off on {where}; the check turns it on to check dL/dx")
+    return notes
+
+
 def _describe(model: nn.Module, units: list[Unit]) -> str:
     if isinstance(model, nn.Sequential):
         return f"Sequential of {len(units)} layers"
@@ -180,7 +193,7 @@ def _forward(units: list[Unit], x: Tensor, settings: Settings) -> tuple[list[Ten
     h = x
     for i, unit in enumerate(units):
         inputs.append(h.detach().clone())
-        torch.manual_seed(settings.unit_seed(i))
+        seed_cpu(settings.unit_seed(i))
         h = unit.module(h)
     return inputs, h.detach().clone()
 

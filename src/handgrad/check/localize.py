@@ -48,6 +48,7 @@ from handgrad.check.diagnose import (
     diagnose,
     diagnose_accumulation,
     diagnose_error,
+    error_shapes,
     layer_candidates,
     loss_candidates,
 )
@@ -130,6 +131,12 @@ class UnitCheck:
     notes: list[str] = field(default_factory=list)
 
 
+def seed_cpu(seed: int) -> None:
+    """Seed the CPU generator that Dropout draws from (``torch.manual_seed`` also seeds every
+    accelerator, and costs a thousand times more)."""
+    torch.default_generator.manual_seed(seed)
+
+
 @contextmanager
 def kept_buffers(module: nn.Module) -> Iterator[None]:
     """Restore every buffer (running statistics, counters) when the block ends."""
@@ -165,7 +172,7 @@ class _Probed:
 
     def forward(self, x: Tensor) -> Tensor:
         with kept_buffers(self.module):
-            torch.manual_seed(self.seed)
+            seed_cpu(self.seed)
             return self.module(x).detach().clone()
 
     def evaluate(self) -> tuple[float, float]:
@@ -224,7 +231,7 @@ def check_unit(
     with kept_buffers(module):
         for _, p in params:
             p.grad = torch.zeros_like(p)
-        torch.manual_seed(seed)
+        seed_cpu(seed)
         out = module(x.clone())
         try:
             hand_input = module.backward(upstream.clone())
@@ -246,7 +253,7 @@ def check_unit(
     twin = twins.module_twin(module) if settings.use_autograd else None
     ref_input: Tensor | None = None
     if twin is not None:
-        torch.manual_seed(seed)
+        seed_cpu(seed)
         twin_out, ref_input, ref_params = twins.vjp(twin, x, upstream)
         for g in gradients:
             g.autograd = ref_input if g.kind == "input" else ref_params.get(g.local)
@@ -275,7 +282,7 @@ def check_unit(
         _autograd_kinks(probed, gradients)
 
     rows, layer_scale = _rows(unit.label, unit.module_name, gradients, settings, error)
-    if any(row.verdict == WRONG for row in rows):
+    if any(row.verdict in (WRONG, SHAPE) for row in rows):
         _diagnose_rows(rows, gradients, module, x, upstream, out, probed, settings, layer_scale)
 
     reference = AUTOGRAD if ref_input is not None else FINITE_DIFFERENCES
@@ -313,7 +320,7 @@ def _check_accumulation(
             scale = max(max_abs(firsts[local]), 1e-3) if local in firsts else 1.0
             preload[local] = torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale
             p.grad = preload[local].clone()
-        torch.manual_seed(seed)
+        seed_cpu(seed)
         module(x.clone())
         try:
             module.backward(upstream.clone())
@@ -385,6 +392,7 @@ def _rows(
         + [max((abs(p.central) for p in g.probes), default=0.0) for g in gradients if g.probes]
         + [0.0]
     )
+    blamed = _blamed_row(gradients, error) if error is not None else -1
     rows = []
     for i, g in enumerate(gradients):
         reference = (
@@ -406,8 +414,8 @@ def _rows(
         )
         rows.append(row)
         if error is not None:
-            if i == 0:
-                row.verdict, row.diagnosis = ERROR, diagnose_error(label, error)
+            if i == blamed:
+                row.verdict, row.diagnosis = ERROR, diagnose_error(g.name, error)
             else:
                 row.verdict, row.note = SKIPPED, "backward raised"
             continue
@@ -423,6 +431,16 @@ def _rows(
             continue
         _fill(row, g, tol, layer_scale)
     return rows, layer_scale
+
+
+def _blamed_row(gradients: list[_Gradient], error: BaseException) -> int:
+    """The row an exception belongs to: the parameter whose shape torch named, else the first."""
+    shapes = error_shapes(error)
+    if shapes is not None:
+        for i, g in enumerate(gradients):
+            if g.kind == "param" and g.expected_shape == shapes[1]:
+                return i
+    return 0
 
 
 def _fill(row: GradRow, g: _Gradient, tol: Tolerance, layer_scale: float) -> None:
@@ -549,9 +567,10 @@ def _fallback_input(
     if probed is not None and probed.x.numel() <= FULL_FD_LIMIT:
         return full_gradient(probed.evaluate, probed.x), FINITE_DIFFERENCES
     if hand_input is not None and hand_input.shape == x.shape:
+        why = "finite differences are off" if probed is None else "its input is too large"
         notes.append(
             f"the layers below {unit.label} are fed its hand-written input gradient (it has no "
-            "twin and is too large for finite differences everywhere)"
+            f"twin, and {why})"
         )
         return hand_input.detach(), "hand-written"
     notes.append(f"the layers below {unit.label} are fed zeros: it gave no usable gradient")

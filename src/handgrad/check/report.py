@@ -199,6 +199,12 @@ class GradReport:
         kinks = (
             f"; {self.kinks} coordinates at kinks accepted as subgradients" if self.kinks else ""
         )
+        skipped = [row.name for row in self.rows if row.verdict == SKIPPED]
+        if skipped:
+            return (
+                f"OK: all {self.compared} compared gradients match ({self.references}{kinks}); "
+                f"{len(skipped)} skipped without a reference: {', '.join(skipped)}"
+            )
         return f"OK: all {self.compared} gradients match ({self.references}{kinks})"
 
     def __str__(self) -> str:

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--fd-samples must be at least 1, got {args.fd_samples}")
     dtype = DTYPES[args.dtype]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
+        torch.default_generator.manual_seed(args.seed)
         gen = torch.Generator().manual_seed(args.seed)
         if args.model is not None:
             model, x = _mlp(args, gen)
