@@ -297,6 +297,7 @@ def train(
     data = data if data is not None else load_data(config)
     plan = make_plan(config, data.n_train)
     model = build_model(config)
+    model.input_grad = False  # dL/d(pixels) is never used: skip the first layer's N x 784 matmul
     loss = build_loss(config)
     model.flatten_parameters()
     opt = build_optimizer(config, model, data.n_train)
