@@ -45,17 +45,21 @@ FORMAT = "handgrad-checkpoint/1"
 
 # -- run directories ------------------------------------------------------------------------
 def check_writable(out: str | os.PathLike[str]) -> Path:
-    """Create ``out`` if needed and prove a file can be written there; return it.
+    """Prove that a run directory can be created under ``out`` (creating ``out`` to try, and
+    removing what it created); return ``out``.
 
     Raises:
         HandgradError: the directory cannot be created or written (before any training).
     """
     path = Path(out).expanduser()
+    missing = [p for p in [path, *path.parents] if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".handgrad-write-test-{secrets.token_hex(4)}"
         probe.write_bytes(b"")
         probe.unlink()
+        for created in missing:  # leave no trace until a run really starts
+            created.rmdir()
     except OSError as exc:
         raise HandgradError(
             f"{path}: cannot write run directories there ({exc.strerror or exc}); "
@@ -67,6 +71,10 @@ def check_writable(out: str | os.PathLike[str]) -> Path:
 def new_run_dir(out: str | os.PathLike[str], name: str) -> Path:
     """Create and return a fresh ``<out>/<name>-<YYYYmmdd-HHMMSS>[-k]/``."""
     base = check_writable(out)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HandgradError(f"{base}: cannot create it ({exc.strerror or exc})") from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for k in range(1, 1000):
         path = base / (f"{name}-{stamp}" if k == 1 else f"{name}-{stamp}-{k}")
