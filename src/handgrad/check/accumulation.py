@@ -18,6 +18,7 @@ from torch import Tensor
 from handgrad import nn
 from handgrad.check.compare import Tolerance, max_abs, tolerance_for
 from handgrad.check.diagnose import NOT_ACCUMULATED, Diagnosis, diagnose
+from handgrad.check.gradcheck import single_threaded
 from handgrad.check.localize import loss_backward
 
 # "To 1e-12 in float64": the per-sample sum reorders the batched sums, nothing more.
@@ -115,8 +116,21 @@ def check_accumulation(
             f"check_accumulation: {coupled}, so one sample's gradient depends on the batch "
             "and per-sample passes cannot add up to the batched one; call model.eval() first"
         )
-    model = copy.deepcopy(model).to(dtype=dtype)
-    loss = copy.deepcopy(loss)
+    with single_threaded():
+        return _check_accumulation(
+            copy.deepcopy(model).to(dtype=dtype), copy.deepcopy(loss), x, target, dtype, tol, rtol
+        )
+
+
+def _check_accumulation(
+    model: nn.Module,
+    loss: nn.Loss,
+    x: Tensor,
+    target: Tensor,
+    dtype: torch.dtype,
+    tol: Tolerance,
+    rtol: float,
+) -> AccumulationReport:
     x = x.detach().to(dtype)
     if target.is_floating_point():
         target = target.detach().to(dtype)

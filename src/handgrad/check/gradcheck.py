@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -65,6 +67,11 @@ def gradcheck(
         fd_samples: coordinates per gradient checked by finite differences.
         seed: for the sampled coordinates, R, and Dropout's mask.
 
+    Dropout in training mode: every forward of a layer runs under the same seed, so the
+    hand-written pass, the twin and each finite-difference evaluation drop the same units.
+    BatchNorm in training mode: its running statistics are restored after every evaluation.
+    The check runs single-threaded (see ``single_threaded``).
+
     Returns:
         A ``GradReport``: rows in backward order, ``ok``, ``first_faulty``, ``diagnosis``;
         ``str(report)`` is the table.
@@ -80,7 +87,7 @@ def gradcheck(
     """
     _validate(model, loss, x, target, reference, fd_samples)
     tol = tolerance_for(dtype)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), single_threaded():
         model = copy.deepcopy(model).to(dtype=dtype)
         loss = copy.deepcopy(loss) if loss is not None else None
         x = x.detach().to(dtype).clone()
@@ -96,6 +103,22 @@ def gradcheck(
             batch=int(x.shape[0]) if x.dim() else 1,
         )
         return _check(model, loss, x, target, settings, reference)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one thread, then restore the caller's setting.
+
+    A check is thousands of small evaluations, for which one thread is much faster (threads
+    only add synchronization), and it makes every re-evaluation bit-for-bit reproducible,
+    which the finite differences rely on.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _validate(
@@ -273,6 +296,8 @@ def _output_row(
     result = compare(hand, upstream, tol=settings.tol, layer_scale=max_abs(upstream))
     row.exact, row.approx = result.exact, result.approx
     row.max_abs_diff, row.max_rel_err = result.max_abs_diff, result.max_rel_err
+    if result.vacuous:
+        row.note = "all zeros"
     if not result.approx:
         faulty_above = [r.layer for r in rows_above if r.faulty]
         if faulty_above:

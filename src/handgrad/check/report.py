@@ -251,7 +251,9 @@ def _verdict_cell(row: GradRow) -> str:
         return "VACUOUS: all zeros"
     if row.verdict in (INHERITED, DRIFT, SKIPPED) and row.note:
         return f"{row.verdict} ({row.note})"
-    return row.verdict if row.verdict != OK else "ok"
+    if row.verdict == OK and row.note:
+        return f"ok ({row.note})"
+    return row.verdict
 
 
 def format_table(report: GradReport) -> str:
