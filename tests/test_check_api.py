@@ -317,3 +317,49 @@ def test_accumulation_refuses_layers_that_couple_the_batch() -> None:
     with pytest.raises(ValueError, match=r"model\.eval"):
         check_accumulation(model, nn.CrossEntropyLoss(), x, y)
     assert check_accumulation(model.eval(), nn.CrossEntropyLoss(), x, y).ok
+
+
+class SoftL1(nn.Loss):
+    """L = mean(√(1 + d²) − 1), d = x − t: a user's loss with its own forward (no twin)."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
+        self._d = input - target
+        return self._reduce(torch.sqrt(1 + self._d**2) - 1)
+
+    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:  # type: ignore[override]
+        return self._d / torch.sqrt(1 + self._d**2) / self._d.numel()
+
+
+class Net(nn.Module):
+    """A composite whose forward wires its children itself: checked as one unit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 5)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(5, 2)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        return self.fc2(self.act(self.fc1(x)))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return self.fc1.backward(self.act.backward(self.fc2.backward(grad_output)))
+
+
+def test_a_composite_module_and_a_loss_without_twins_use_finite_differences() -> None:
+    torch.manual_seed(0)
+    x, _ = _data()
+    report = gradcheck(Net(), SoftL1(), x, torch.randn(5, 2, dtype=torch.float64))
+    assert report.ok, str(report)
+    assert [row.name for row in report.rows if row.kind == "param"] == [
+        "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+    ]  # fmt: skip
+    assert report.row("loss (SoftL1) input").reference == "finite differences"
+    assert report.verdict_line().endswith("(finite differences)")
+
+
+def test_a_model_with_flattened_parameters() -> None:
+    model = _mlp("6-5-3", "relu").flatten_parameters()
+    x, y = _data()
+    report = gradcheck(model, nn.CrossEntropyLoss(), x, y, dtype=torch.float32)
+    assert report.ok, str(report)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from handgrad import nn
 from handgrad.check.compare import Tolerance, max_abs
+from handgrad.check.finite_diff import unravel
 from handgrad.nn.functional import soft_targets
 
 FACTOR_2 = "factor 2"
@@ -229,7 +230,7 @@ def _largest_differences(name: str, a: Tensor, r: Tensor, scale: float, tol: Tol
     shape = tuple(a.shape)
     parts = []
     for j in top:
-        index = _unravel(j, shape)
+        index = unravel(j, shape)
         parts.append(
             f"[{', '.join(map(str, index))}] yours {_fmt(float(a.reshape(-1)[j]))} vs "
             f"reference {_fmt(float(r.reshape(-1)[j]))}"
@@ -239,14 +240,6 @@ def _largest_differences(name: str, a: Tensor, r: Tensor, scale: float, tol: Tol
         f"missing term); {wrong} of {diff.numel()} entries differ, the largest at "
         + "; ".join(parts)
     )
-
-
-def _unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    index = []
-    for size in reversed(shape):
-        flat_index, i = divmod(flat_index, size)
-        index.append(i)
-    return tuple(reversed(index))
 
 
 def diagnose(

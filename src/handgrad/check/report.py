@@ -199,13 +199,25 @@ class GradReport:
         kinks = (
             f"; {self.kinks} coordinates at kinks accepted as subgradients" if self.kinks else ""
         )
+        used = self.references_used
         skipped = [row.name for row in self.rows if row.verdict == SKIPPED]
         if skipped:
             return (
-                f"OK: all {self.compared} compared gradients match ({self.references}{kinks}); "
+                f"OK: all {self.compared} compared gradients match ({used}{kinks}); "
                 f"{len(skipped)} skipped without a reference: {', '.join(skipped)}"
             )
-        return f"OK: all {self.compared} gradients match ({self.references}{kinks})"
+        return f"OK: all {self.compared} gradients match ({used}{kinks})"
+
+    @property
+    def references_used(self) -> str:
+        """The references that actually judged a gradient, e.g. ``"finite differences"``."""
+        checked = [row for row in self.rows if row.kind != "output" and row.compared]
+        used = []
+        if any(row.reference == "autograd" for row in checked):
+            used.append("autograd")
+        if any(row.fd is not None for row in checked):
+            used.append("finite differences")
+        return " + ".join(used) or "no reference"
 
     def __str__(self) -> str:
         return format_table(self)
