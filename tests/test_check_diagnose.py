@@ -7,6 +7,7 @@ import torch
 
 from handgrad import nn
 from handgrad.check import diagnose as d
+from handgrad.check import slips
 from handgrad.check.compare import TOLERANCES, compare
 
 F64 = TOLERANCES[torch.float64]
@@ -121,11 +122,11 @@ def test_batchnorm_candidates_are_the_terms_of_its_formula() -> None:
     u = torch.randn(6, 4, generator=gen, dtype=torch.float64)
     bn(x)
     right = bn.backward(u)
-    slips = {c.pattern: c.tensor for c in d.layer_candidates(bn, "input", "", x, u)}
+    found = {c.pattern: c.tensor for c in slips.layer_candidates(bn, "input", "", x, u)}
     terms = (
-        slips[d.STATS_AS_CONSTANTS]
-        - (slips[d.STATS_AS_CONSTANTS] - slips[d.MEAN_TERM_DROPPED])
-        - (slips[d.STATS_AS_CONSTANTS] - slips[d.VARIANCE_TERM_DROPPED])
+        found[d.STATS_AS_CONSTANTS]
+        - (found[d.STATS_AS_CONSTANTS] - found[d.MEAN_TERM_DROPPED])
+        - (found[d.STATS_AS_CONSTANTS] - found[d.VARIANCE_TERM_DROPPED])
     )
     assert torch.allclose(terms, right, atol=1e-12)  # the terms add up to the true gradient
 
@@ -137,8 +138,8 @@ def test_cross_entropy_candidates() -> None:
     loss = nn.CrossEntropyLoss()
     loss(x, t)
     right = loss.backward()
-    slips = {c.pattern: c.tensor for c in d.loss_candidates(loss, x, t, None)}
-    assert torch.allclose(slips[d.ONE_HOT_TERM_MISSING] + slips[d.SOFTMAX_TERM_MISSING], right)
+    found = {c.pattern: c.tensor for c in slips.loss_candidates(loss, x, t, None)}
+    assert torch.allclose(found[d.ONE_HOT_TERM_MISSING] + found[d.SOFTMAX_TERM_MISSING], right)
 
 
 def test_comparison_metrics_follow_the_ninja_table() -> None:

@@ -49,8 +49,6 @@ from handgrad.check.diagnose import (
     diagnose_accumulation,
     diagnose_error,
     error_shapes,
-    layer_candidates,
-    loss_candidates,
 )
 from handgrad.check.finite_diff import (
     STEP,
@@ -62,6 +60,7 @@ from handgrad.check.finite_diff import (
     sample_indices,
 )
 from handgrad.check.report import GradRow
+from handgrad.check.slips import layer_candidates, loss_candidates
 
 # Largest tensor whose gradient is computed by finite differences at every coordinate (for a
 # layer without a twin: to pass a reference gradient down, or to diagnose a wrong one).
