@@ -70,6 +70,18 @@ def time_block(step: Step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def time_block_cpu(step: Step, steps: int) -> tuple[float, float]:
+    """Wall seconds and this thread's CPU seconds per step over ``steps`` calls.
+
+    With one torch thread all the work runs on the calling thread, so its CPU time leaves out
+    the time the process spent descheduled by other jobs (not their effect on the caches).
+    """
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - wall) / steps, (time.thread_time() - cpu) / steps
+
+
 def block_size(step: Step, target_s: float, max_steps: int = 10_000) -> int:
     """How many steps make a block of about ``target_s`` seconds (at least one)."""
     once = time_block(step, 1)
@@ -84,11 +96,12 @@ def interleaved(
     contenders: Mapping[str, Step],
     *,
     rounds: int,
-    block_s: float = 0.005,
+    block_s: float = 0.02,
     warmup_s: float = 0.2,
     budget_s: float | None = None,
     min_rounds: int = 5,
     steps: int | None = None,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per step of each contender, one entry per round, timed interleaved.
 
@@ -100,6 +113,7 @@ def interleaved(
         warmup_s: untimed running of each contender before the first round.
         budget_s: stop early (after at least ``min_rounds``) once this much time has passed.
         steps: steps per block, instead of sizing blocks from ``block_s``.
+        cpu: if given, filled with this thread's CPU seconds per step, like the result.
     """
     names = list(contenders)
     for step in contenders.values():
@@ -114,7 +128,10 @@ def interleaved(
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
-            times[name].append(time_block(contenders[name], steps))
+            wall, thread = time_block_cpu(contenders[name], steps)
+            times[name].append(wall)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(thread)
         if budget_s is not None and r + 1 >= min_rounds and time.perf_counter() - start > budget_s:
             break
     return times
