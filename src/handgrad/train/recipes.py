@@ -91,7 +91,9 @@ _add(
             "and backward pass and time them; the recipe also trains 3 epochs of SGD "
             "(lr 3e-4, batches of 64) and reports the MSE. It prints the forward and backward "
             "time on the 50,000 training images (median of 5) next to the notebooks' "
-            "124 ms / 279 ms. Needs the full MNIST files (--data DIR or $HANDGRAD_DATA)."
+            "124 ms / 279 ms; the backward skips dL/d(pixels), which the notebook also computes "
+            "(x_train.g) and nothing uses. Needs the full MNIST files (--data DIR or "
+            "$HANDGRAD_DATA)."
         ),
         config=TrainConfig(
             name="fastai-mse",
