@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +16,7 @@ from handgrad.check.compare import (
     INHERITED,
     OK,
     SKIPPED,
+    VACUOUS,
     compare,
     max_abs,
     tolerance_for,
@@ -181,6 +183,7 @@ def _check(
         notes += result.notes
         upstream, upstream_ref = result.reference_input_grad, result.reference
 
+    notes += _zero_bias_hints(units, rows)
     return GradReport(
         rows=rows,
         title=title,
@@ -201,6 +204,31 @@ def _enable_input_grads(units: list[Unit]) -> list[str]:
                 module.input_grad = True  # type: ignore[attr-defined]
                 where = f"{unit.name}.{name}" if unit.name and name else unit.name or name
                 notes.append(f"input_grad was off on {where}; the check turns it on to check dL/dx")
+    return notes
+
+
+def _zero_bias_hints(units: list[Unit], rows: list[GradRow]) -> list[str]:
+    """Explain a bias in front of a BatchNorm in training: its gradient is zero by construction
+    (the normalization subtracts the batch mean), so checking it proves little or nothing."""
+    verdicts = {row.name: row.verdict for row in rows}
+    notes = []
+    for unit, after in itertools.pairwise(units):
+        name = unit.param_name("bias")
+        if name not in verdicts:
+            continue
+        if not (isinstance(after.module, nn.BatchNorm1d) and after.module.training):
+            continue
+        why = f"{name} feeds {after.label}, which subtracts the batch mean in training: its "
+        if verdicts[name] == VACUOUS:
+            notes.append(
+                why + "gradient is exactly zero by construction, so no check can prove its "
+                "backward (use bias=False there, or check in eval mode)"
+            )
+        else:
+            notes.append(
+                why + "gradient is zero in exact arithmetic, so its row only shows that the "
+                "hand-written value is zero up to rounding"
+            )
     return notes
 
 

@@ -454,7 +454,14 @@ def _fill(row: GradRow, g: _Gradient, tol: Tolerance, layer_scale: float) -> Non
         scale = max(fd_top, tol.floor * layer_scale)
     fd: FDResult | None = None
     if g.probes is not None:
-        fd = judge(g.probes, g.hand, rtol=tol.fd_rtol, scale=scale, structural_kinks=g.structural)
+        fd = judge(
+            g.probes,
+            g.hand,
+            rtol=tol.fd_rtol,
+            scale=scale,
+            structural_kinks=g.structural,
+            peer=g.autograd,
+        )
     row.fd = fd
     row.kinks = len(g.kinks_autograd | _fd_kinks(fd, g.hand))
     if comparison is not None:
