@@ -98,7 +98,8 @@ def test_batch_size_larger_than_the_data() -> None:
 
 def test_fingerprint_ignores_names_but_not_settings() -> None:
     base = TrainConfig()
-    assert base.replace(name="other", threads=1).fingerprint() == base.fingerprint()
+    assert base.replace(name="other", data_dir="/x").fingerprint() == base.fingerprint()
+    assert base.replace(threads=2).fingerprint() != base.fingerprint()  # sums may differ
     assert base.replace(lr=0.01).fingerprint() != base.fingerprint()
 
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
 from handgrad.train.build import build_loss, build_optimizer, load_data, make_plan, preflight
@@ -60,7 +62,7 @@ EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
 
 # Options that may accompany --resume (they do not change what the run computes).
-RESUME_OPTIONS = {"quiet", "no_plots", "out", "threads", "data_dir"}
+RESUME_OPTIONS = {"quiet", "no_plots", "out", "data_dir"}
 
 
 def _int_or_none(word: str, none_word: str) -> int | None:
@@ -288,7 +290,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--dtype", choices=DTYPES, default=S)
     g.add_argument("--device", default=S)
-    g.add_argument("--threads", type=int, default=S, help="torch threads")
+    g.add_argument(
+        "--threads", type=int, default=S, help="torch threads (default 1; 0 for torch's default)"
+    )
     g.add_argument(
         "--engine",
         choices=("handgrad", "autograd", "both"),
@@ -327,6 +331,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Recipe | No
         config = TrainConfig()
     given = vars(args)
     changes: dict[str, Any] = {k: given[k] for k in FIELD_FLAGS if k in given}
+    if changes.get("threads") == 0:
+        changes["threads"] = None  # torch's default
     if "betas" in changes:
         changes["betas"] = tuple(changes["betas"])
     if "optimizer_option" in given:
@@ -501,8 +507,8 @@ def run(args: argparse.Namespace) -> int:
             )
         run_dir = rec.find_run(args.resume, args.out)
         config = TrainConfig.load(run_dir / rec.CONFIG).validate()
-        if "threads" in given:
-            config = config.replace(threads=given["threads"])
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         if "data_dir" in given:
             config = config.replace(data_dir=given["data_dir"])
         rec.load_checkpoint(run_dir / rec.CHECKPOINT)  # a damaged checkpoint fails here
@@ -515,6 +521,8 @@ def run(args: argparse.Namespace) -> int:
         return _exit_code(result)
 
     config, recipe = config_from_args(args)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)  # also for loading, plots and timings
     engines = ["handgrad", "autograd"] if given.get("engine") == "both" else [config.engine]
     rec.check_writable(args.out)
     data = load_data(config)

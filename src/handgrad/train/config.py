@@ -35,7 +35,7 @@ AUGMENTS = ("none",)
 DRAW_ORDERS = ("out_in", "in_out")
 
 # Fields that name or place a run without changing what it computes (left out of its hash).
-COSMETIC_FIELDS = ("name", "recipe", "data_dir", "download", "threads")
+COSMETIC_FIELDS = ("name", "recipe", "data_dir", "download")
 
 
 @dataclass
@@ -100,7 +100,10 @@ class TrainConfig:
     seed: int = 0  # seeds the weights (torch.manual_seed), the split and the batch order
     dtype: str = "float32"  # float32 | float64
     device: str = "cpu"  # torch device
-    threads: int | None = None  # torch.set_num_threads (None: torch's default)
+    # torch threads during the run (None: torch's default). 1 by default: these small MLPs gain
+    # little from more, a busy machine loses a lot to waiting threads, and float sums (so the
+    # exact results) can change with the thread count.
+    threads: int | None = 1
     engine: str = "handgrad"  # handgrad (hand-written backward) | autograd (torch reference)
 
     # -- JSON ----------------------------------------------------------------------------

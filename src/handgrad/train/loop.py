@@ -289,9 +289,36 @@ def train(
     Raises:
         ValueError, HandgradError: bad settings, missing data, an unreadable checkpoint.
     """
-    check_config(config)
+    previous = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    try:
+        return _train(
+            config,
+            run_dir=run_dir,
+            resume=resume,
+            data=data,
+            on_step=on_step,
+            on_eval=on_eval,
+            transform=transform,
+            handle_interrupt=handle_interrupt,
+        )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    config: TrainConfig,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    data: TrainData | None = None,
+    on_step: Callable[[int], None] | None = None,
+    on_eval: Callable[[Record], None] | None = None,
+    transform: BatchTransform | None = None,
+    handle_interrupt: bool = True,
+) -> RunResult:
+    check_config(config)
     if resume and run_dir is None:
         raise ValueError("train: resume needs the run directory")
     data = data if data is not None else load_data(config)
