@@ -518,9 +518,12 @@ def run(args: argparse.Namespace) -> int:
         result = _run_one(config, args, log_format, run_dir=run_dir, resume=True, data=data)
         _print_message(result)
         _after(result, args, timing=False)
+        if recipe is not None:
+            print(_figures_table(recipe, {config.engine: (result.records, {})}))
         return _exit_code(result)
 
     config, recipe = config_from_args(args)
+    recipe = recipe or RECIPES.get(config.recipe or "")  # a recipe run's own config.json
     if config.threads is not None:
         torch.set_num_threads(config.threads)  # also for loading, plots and timings
     engines = ["handgrad", "autograd"] if given.get("engine") == "both" else [config.engine]
