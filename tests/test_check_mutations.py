@@ -390,14 +390,25 @@ def _data(kind: str, seed: int = 0) -> tuple[Tensor, Tensor]:
     return x, torch.randint(0, C, (N,), generator=gen)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+# Both references in both dtypes, and each reference alone (a user's layer without a torch twin
+# has finite differences only).
+SETTINGS = {
+    "float64": ("both", torch.float64),
+    "float32": ("both", torch.float32),
+    "fd only": ("fd", torch.float64),
+    "autograd only": ("autograd", torch.float64),
+}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("name", list(MUTANTS))
-def test_mutant_is_caught_located_and_named(name: str, dtype: torch.dtype) -> None:
+def test_mutant_is_caught_located_and_named(name: str, setting: str) -> None:
     mutant = MUTANTS[name]
+    reference, dtype = SETTINGS[setting]
     torch.manual_seed(1)
     model, loss = mutant.build()
     x, target = _data(mutant.target)
-    report = gradcheck(model, loss, x, target, dtype=dtype)
+    report = gradcheck(model, loss, x, target, reference=reference, dtype=dtype)
     assert not report.ok, str(report)
     assert report.first_faulty_module == mutant.where, str(report)
     assert report.faulty_layers == [report.first_faulty], str(report)

@@ -282,6 +282,8 @@ def check_unit(
 
     rows, layer_scale = _rows(unit.label, unit.module_name, gradients, settings, error)
     if any(row.verdict in (WRONG, SHAPE) for row in rows):
+        if probed is None and _elementwise(module):  # to evaluate f' at the output
+            probed = _Probed(module, x, upstream, seed)
         _diagnose_rows(rows, gradients, module, x, upstream, out, probed, settings, layer_scale)
 
     reference = AUTOGRAD if ref_input is not None else FINITE_DIFFERENCES
