@@ -417,7 +417,7 @@ def _train(
             optim=engine.optim_state(),
             rng={"torch": torch.get_rng_state()},
             loop={"losses": state.losses},
-            meta=state.meta(),
+            meta={**state.meta(), "epoch": state.step / plan.steps_per_epoch},
             config_sha256=fingerprint,
         )
         rec.save_checkpoint(checkpoint_path, ckpt)
