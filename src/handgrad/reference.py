@@ -16,52 +16,99 @@ from torch import Tensor
 
 from handgrad import nn
 
-_ACTIVATIONS: dict[type, type] = {
-    nn.ReLU: torch.nn.ReLU,
-    nn.Tanh: torch.nn.Tanh,
-    nn.Sigmoid: torch.nn.Sigmoid,
-}
+# The handgrad classes that have a torch.nn twin; a subclass has its base's twin only if it
+# inherits ``forward`` (overriding ``backward`` alone, to write or to break a backward pass,
+# still computes the base's function).
+TWINNED: tuple[type[nn.Module], ...] = (
+    nn.Sequential,
+    nn.Linear,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.GELU,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Dropout,
+    nn.BatchNorm1d,
+    nn.LayerNorm,
+    nn.Flatten,
+    nn.SumSquaredLoss,
+    nn.MSELoss,
+    nn.CrossEntropyLoss,
+    nn.NLLLoss,
+)
+
+
+def twin_base(cls: type) -> type[nn.Module] | None:
+    """The handgrad.nn class whose forward ``cls`` computes, if it has a torch twin; else None.
+
+    ``cls`` itself when it is one of ``TWINNED``; a subclass's nearest twinned base when the
+    subclass inherits that base's ``forward``; None when it defines its own forward.
+    """
+    for klass in cls.__mro__:
+        if klass in TWINNED:
+            own_forward = getattr(cls, "forward", None)
+            return klass if own_forward is getattr(klass, "forward", None) else None
+    return None
+
+
+def _no_twin(kind: type) -> TypeError:
+    return TypeError(
+        f"handgrad.reference: no torch.nn twin for {kind.__name__}; twins exist for the layers "
+        "and losses of handgrad.nn (and subclasses that only override backward)"
+    )
 
 
 def _module_twin(module: nn.Module) -> torch.nn.Module:
     """The torch.nn module of the same kind and settings (parameters not yet copied)."""
-    kind = type(module)
+    base = twin_base(type(module))
     twin: torch.nn.Module
-    if isinstance(module, nn.Sequential):
+    if base is nn.Sequential:
+        assert isinstance(module, nn.Sequential)
         twin = torch.nn.Sequential(*[_module_twin(m) for m in module])
-    elif kind is nn.Linear:
+    elif base is nn.Linear:
         assert isinstance(module, nn.Linear)
         twin = torch.nn.Linear(module.in_features, module.out_features, bias=module.has_bias)
-    elif kind in _ACTIVATIONS:
-        twin = _ACTIVATIONS[kind]()
-    elif isinstance(module, nn.LeakyReLU):
+    elif base is nn.ReLU:
+        twin = torch.nn.ReLU()
+    elif base is nn.Tanh:
+        twin = torch.nn.Tanh()
+    elif base is nn.Sigmoid:
+        twin = torch.nn.Sigmoid()
+    elif base is nn.LeakyReLU:
+        assert isinstance(module, nn.LeakyReLU)
         twin = torch.nn.LeakyReLU(module.negative_slope)
-    elif isinstance(module, nn.GELU):
+    elif base is nn.GELU:
+        assert isinstance(module, nn.GELU)
         twin = torch.nn.GELU(approximate=module.approximate)
-    elif isinstance(module, nn.Softmax):
+    elif base is nn.Softmax:
+        assert isinstance(module, nn.Softmax)
         twin = torch.nn.Softmax(dim=module.dim)
-    elif isinstance(module, nn.LogSoftmax):
+    elif base is nn.LogSoftmax:
+        assert isinstance(module, nn.LogSoftmax)
         twin = torch.nn.LogSoftmax(dim=module.dim)
-    elif isinstance(module, nn.Dropout):
+    elif base is nn.Dropout:
+        assert isinstance(module, nn.Dropout)
         twin = torch.nn.Dropout(module.p)
-    elif isinstance(module, nn.BatchNorm1d):
+    elif base is nn.BatchNorm1d:
+        assert isinstance(module, nn.BatchNorm1d)
         twin = torch.nn.BatchNorm1d(
             module.num_features, eps=module.eps, momentum=module.momentum, affine=module.affine
         )
-    elif isinstance(module, nn.LayerNorm):
+    elif base is nn.LayerNorm:
+        assert isinstance(module, nn.LayerNorm)
         twin = torch.nn.LayerNorm(
             module.normalized_shape,
             eps=module.eps,
             elementwise_affine=module.elementwise_affine,
             bias=module.has_bias,
         )
-    elif isinstance(module, nn.Flatten):
+    elif base is nn.Flatten:
+        assert isinstance(module, nn.Flatten)
         twin = torch.nn.Flatten(module.start_dim, module.end_dim)
     else:
-        raise TypeError(
-            f"handgrad.reference: no torch.nn twin for {kind.__name__}; twins exist for the "
-            "layers in handgrad.nn and Sequential stacks of them"
-        )
+        raise _no_twin(type(module))
     return twin
 
 
@@ -86,18 +133,56 @@ def to_torch(model: nn.Module) -> torch.nn.Module:
 
 
 def loss_to_torch(loss: nn.Module) -> torch.nn.Module:
-    """The torch.nn loss equivalent to a handgrad loss."""
-    if isinstance(loss, nn.SumSquaredLoss):
+    """The torch.nn loss equivalent to a handgrad loss (same policy for subclasses as layers)."""
+    base = twin_base(type(loss))
+    if base is nn.SumSquaredLoss:
         return torch.nn.MSELoss(reduction="sum")
-    if isinstance(loss, nn.MSELoss):
+    if base is nn.MSELoss:
+        assert isinstance(loss, nn.MSELoss)
         return torch.nn.MSELoss(reduction=loss.reduction)
-    if isinstance(loss, nn.CrossEntropyLoss):
+    if base is nn.CrossEntropyLoss:
+        assert isinstance(loss, nn.CrossEntropyLoss)
         return torch.nn.CrossEntropyLoss(
             reduction=loss.reduction, label_smoothing=loss.label_smoothing
         )
-    if isinstance(loss, nn.NLLLoss):
+    if base is nn.NLLLoss:
+        assert isinstance(loss, nn.NLLLoss)
         return torch.nn.NLLLoss(reduction=loss.reduction)
-    raise TypeError(f"handgrad.reference: no torch.nn twin for loss {type(loss).__name__}")
+    raise _no_twin(type(loss))
+
+
+def vjp(
+    twin: torch.nn.Module, x: Tensor, upstream: Tensor
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Forward ``twin`` on ``x`` and pull ``upstream`` back: (output, dL/dx, dL/dparams).
+
+    L = Σ output · upstream, so dL/d(output) is ``upstream``. Parameters the output does not
+    depend on get zero gradients.
+    """
+    x_in = x.detach().clone().requires_grad_(True)
+    params = [(name, p) for name, p in twin.named_parameters() if p.requires_grad]
+    with torch.enable_grad():
+        out = twin(x_in)
+        grads = torch.autograd.grad(
+            out, [x_in, *[p for _, p in params]], grad_outputs=upstream, allow_unused=True
+        )
+    grad_x = grads[0] if grads[0] is not None else torch.zeros_like(x)
+    param_grads = {
+        name: (g if g is not None else torch.zeros_like(p)).detach()
+        for (name, p), g in zip(params, grads[1:], strict=True)
+    }
+    return out.detach(), grad_x.detach(), param_grads
+
+
+def loss_gradient(
+    twin: torch.nn.Module, x: Tensor, target: Tensor, upstream: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The twin loss's value at ``x`` and its gradient dL/dx (``upstream`` for reduction='none')."""
+    x_in = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = twin(x_in, target)
+        (grad,) = torch.autograd.grad(value, [x_in], grad_outputs=upstream)
+    return value.detach(), grad.detach()
 
 
 @dataclass

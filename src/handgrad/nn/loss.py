@@ -35,6 +35,10 @@ class Loss(Module):
     def __call__(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
         return self.forward(input, target)
 
+    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
+        """dL/d(input) of the last call; ``grad_output`` scales it (a tensor for 'none')."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
     def _reduce(self, values: Tensor) -> Tensor:
         self._count = values.numel()
         self._out_shape = values.shape
