@@ -54,12 +54,17 @@ def machine_info(threads: Sequence[int] | None = None) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "blas": "mkl" if torch.backends.mkl.is_available() else "other",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_average": list(os.getloadavg()),
+        "load_average_start": list(os.getloadavg()),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))},
     }
     if threads is not None:
         info["threads"] = list(threads)
     return info
+
+
+def finish(info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` with the load average at the end of the run added (other jobs share the CPU)."""
+    return {**info, "load_average_end": list(os.getloadavg())}
 
 
 def time_block(step: Step, steps: int) -> float:

@@ -37,6 +37,7 @@ import torch
 from common import (
     Step,
     data_dir,
+    finish,
     format_table,
     interleaved,
     load_mnist,
@@ -328,6 +329,7 @@ def main() -> None:
     if args.quick:
         args.model, args.optim, args.threads, args.budget = [TARGET_MODEL], ["adam"], [1], 2.0
 
+    machine = machine_info(args.threads)
     x, y, source = get_data(data_dir(args.data), args.random)
     print(f"data: {source}")
     rows: list[list[object]] = []
@@ -418,7 +420,7 @@ def main() -> None:
 
     record = {
         "bench": "step",
-        "machine": machine_info(args.threads),
+        "machine": finish(machine),
         "data": source,
         "method": (
             "median over interleaved rounds (order flipped each round) of seconds per step in "
