@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except UsageError as exc:
-        print(f"{exc}; see '{parser.prog} --help'", file=sys.stderr)
+        print(f"{exc}; see '{exc.prog} --help'", file=sys.stderr)
         return 2
     except (HandgradError, ValueError, TypeError, OSError) as exc:
         print(f"handgrad: error: {exc}", file=sys.stderr)
