@@ -15,8 +15,10 @@ from handgrad.train import records as rec
 from handgrad.train.build import build_loss, build_optimizer, load_data, make_plan, preflight
 from handgrad.train.config import (
     ACTIVATIONS,
+    AUGMENTS,
     DATA_PRESETS,
     DTYPES,
+    EVAL_TEST,
     INITS,
     LOSSES,
     MONITORS,
@@ -284,6 +286,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="early stopping on the validation metric",
     )
     g.add_argument("--monitor", choices=MONITORS, default=S)
+    g.add_argument(
+        "--drop-last",
+        dest="drop_last",
+        action="store_true",
+        default=S,
+        help="skip the last, smaller batch of each epoch",
+    )
+    g.add_argument(
+        "--eval-test",
+        choices=EVAL_TEST,
+        default=S,
+        help="evaluate the test set at every evaluation (default) or once, at the end",
+    )
+    g.add_argument(
+        "--augment", choices=AUGMENTS, default=S, help="augment each training batch (default none)"
+    )
+    g.add_argument(
+        "--augment-option",
+        type=_key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        default=S,
+        help="an augmentation magnitude, e.g. shift=1.5 rotate=8 (repeatable)",
+    )
 
     g = p.add_argument_group("run")
     g.add_argument("--name", default=S, help="run name (default: the recipe's, or 'run')")
@@ -316,7 +342,7 @@ FIELD_FLAGS = {
     "loss", "label_smoothing", "optimizer", "lr", "lr_per_sample", "momentum", "weight_decay",
     "betas", "eps", "nesterov", "schedule", "batch_size", "shuffle", "accumulate", "epochs",
     "steps", "eval_every", "checkpoint_every", "patience", "monitor", "name", "seed", "dtype",
-    "device", "threads",
+    "device", "threads", "drop_last", "eval_test", "augment",
 }  # fmt: skip
 
 
@@ -342,6 +368,13 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Recipe | No
         }
     if "schedule_option" in given:
         changes["schedule_options"] = {**config.schedule_options, **dict(given["schedule_option"])}
+    if changes.get("augment", config.augment) != config.augment or "augment_option" in given:
+        # The recipe's magnitudes belong to its own augmentation, not to another one.
+        same = changes.get("augment", config.augment) == config.augment
+        changes["augment_options"] = {
+            **(config.augment_options if same else {}),
+            **dict(given.get("augment_option", [])),
+        }
     if "steps" in changes and "epochs" not in changes:
         changes["epochs"] = None
     if "epochs" in changes and "steps" not in changes:
@@ -395,6 +428,8 @@ def summary(result: RunResult) -> str:
             parts.append(f"{split} error {error:.2%}")
     if final.get("test_error") is not None:
         parts.append(f"(test accuracy {1 - final['test_error']:.2%})")
+    if final.get("test_evaluated"):
+        parts.append(f"[test set evaluated {final['test_evaluated']}]")
     where = f" -> {result.run_dir}" if result.run_dir else ""
     head = (
         f"{result.config.engine}: {result.status}, {result.steps} of {result.plan.total_steps} "
@@ -496,7 +531,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         extra_options = sorted(
             k
-            for k in FIELD_FLAGS | {"engine", "optimizer_option", "schedule_option"}
+            for k in FIELD_FLAGS
+            | {"engine", "optimizer_option", "schedule_option", "augment_option"}
             if k in given and k not in RESUME_OPTIONS
         )
         if extra_options:

@@ -37,10 +37,35 @@ N_PIXELS = 784
 # with (seed, epoch), makes it a pure function of the position, so resumed runs stay exact.
 BatchTransform = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
 
+
+AUGMENT_STREAM = 0xA06  # keeps the augmentation's seeds apart from other (seed, i) streams
+
+
+def augment_transform(config: TrainConfig) -> BatchTransform:
+    """The config's ``handgrad.data.augment`` transform (``augment`` + ``augment_options``).
+
+    Batch ``i`` draws its random numbers from a generator seeded by ``(config.seed, i)`` alone
+    (a stream apart from the batch order's ``(seed, epoch)``), so a resumed run, the autograd
+    engine and ``handgrad compare`` all see the very same augmented batches.
+    """
+    aug = config.augmentation()
+
+    def transform(xb: Tensor, yb: Tensor, batch_index: int) -> tuple[Tensor, Tensor]:
+        stream = np.random.SeedSequence([config.seed, AUGMENT_STREAM, batch_index])
+        high, low = stream.generate_state(2, np.uint32)
+        generator = torch.Generator(device="cpu").manual_seed(int(high) << 32 | int(low))
+        return aug(xb, generator), yb
+
+    return transform
+
+
 # Data augmentations by config name: a factory from the config to a transform (None: off).
-# Issue 7 adds entries here (e.g. wrapping handgrad.data.augment) and their names to
-# config.AUGMENTS.
-AUGMENTATIONS: dict[str, Callable[[TrainConfig], BatchTransform] | None] = {"none": None}
+AUGMENTATIONS: dict[str, Callable[[TrainConfig], BatchTransform] | None] = {
+    "none": None,
+    "shift": augment_transform,
+    "affine": augment_transform,
+    "elastic": augment_transform,
+}
 
 
 @dataclass
@@ -303,7 +328,7 @@ def make_plan(config: TrainConfig, n_train: int) -> Plan:
         raise ValueError(
             f"batch_size {batch_size} is larger than the {n_train} training records{after}"
         )
-    batches = math.ceil(n_train / batch_size)
+    batches = n_train // batch_size if config.drop_last else math.ceil(n_train / batch_size)
     micro = config.accumulate if config.accumulate is not None else batches
     if micro > batches:
         raise ValueError(
@@ -330,7 +355,10 @@ def make_plan(config: TrainConfig, n_train: int) -> Plan:
 def build_transform(config: TrainConfig) -> BatchTransform | None:
     """The batch transform (data augmentation) the config names, or None."""
     factory = AUGMENTATIONS[config.augment]
-    return None if factory is None else factory(config)
+    if factory is None:
+        config.augmentation()  # options with augment "none" are an error
+        return None
+    return factory(config)
 
 
 def pixels_to_input(config: TrainConfig, pixels: np.ndarray) -> Tensor:

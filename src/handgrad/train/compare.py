@@ -166,7 +166,12 @@ def compare(config: TrainConfig, steps: int, *, data: TrainData | None = None) -
         config=config, tolerance=FLOAT64_TOLERANCE if config.dtype == "float64" else None
     )
     batches = Batches(
-        data.x_train, data.y_train, config.batch_size, shuffle=config.shuffle, seed=config.seed
+        data.x_train,
+        data.y_train,
+        config.batch_size,
+        shuffle=config.shuffle,
+        seed=config.seed,
+        drop_last=config.drop_last,
     )
     micro = plan.micro_per_step
     draws = torch.Generator().manual_seed(config.seed)  # the per-forward reseeds

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handgrad.data.augment import AUGMENTS as AUGMENT_PRESETS
+from handgrad.data.augment import Augment
 from handgrad.errors import HandgradError, did_you_mean
 from handgrad.nn.init import INITS
 from handgrad.nn.mlp import ACTIVATIONS, NORMS
@@ -31,11 +33,17 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "piecewise", "ninja")
 MONITORS = ("valid_error", "valid_loss")
 DTYPES = ("float32", "float64")
 ENGINES = ("handgrad", "autograd")
-AUGMENTS = ("none",)
+AUGMENTS = tuple(AUGMENT_PRESETS)  # none, shift, affine, elastic (handgrad.data.augment)
+# Augment fields that augment_options may set (side is the image size, fixed at 28 for MNIST).
+AUGMENT_OPTIONS = tuple(f.name for f in dataclasses.fields(Augment) if f.name != "side")
+EVAL_TEST = ("always", "end")
 DRAW_ORDERS = ("out_in", "in_out")
 
 # Fields that name or place a run without changing what it computes (left out of its hash).
 COSMETIC_FIELDS = ("name", "recipe", "data_dir", "download")
+# Fields added after runs were already written: left out of the hash at their defaults, so the
+# checkpoints of those runs still resume.
+LATER_FIELDS = {"augment_options": {}, "drop_last": False, "eval_test": "always"}
 
 
 @dataclass
@@ -94,7 +102,12 @@ class TrainConfig:
     checkpoint_every: int | None = None  # steps between checkpoints; None = at each evaluation
     patience: int | None = None  # early stopping: evaluations without a better `monitor`
     monitor: str = "valid_error"  # valid_error | valid_loss (needs a validation split)
-    augment: str = "none"  # a transform applied to each training batch (none so far)
+    drop_last: bool = False  # skip the last, smaller batch of each epoch
+    # test split: "always" at every evaluation, or "end": only once, after training (every
+    # earlier record has test_loss/test_error null; model choices then see no test figure)
+    eval_test: str = "always"
+    augment: str = "none"  # random transform of each training batch: none|shift|affine|elastic
+    augment_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"shift": 1.0}
 
     # -- reproducibility and hardware ----------------------------------------------------
     seed: int = 0  # seeds the weights (torch.manual_seed), the split and the batch order
@@ -161,7 +174,11 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         """SHA-256 of the fields that change what the run computes (not its name or place)."""
-        data = {k: v for k, v in self.to_dict().items() if k not in COSMETIC_FIELDS}
+        data = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in COSMETIC_FIELDS and not (k in LATER_FIELDS and LATER_FIELDS[k] == v)
+        }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     # -- checks --------------------------------------------------------------------------
@@ -181,6 +198,7 @@ class TrainConfig:
             "dtype": DTYPES,
             "engine": ENGINES,
             "augment": AUGMENTS,
+            "eval_test": EVAL_TEST,
             "draw_order": DRAW_ORDERS,
             "act": ACTIVATIONS,
             "out_act": ACTIVATIONS,
@@ -240,7 +258,35 @@ class TrainConfig:
             )
         if self.label_smoothing and self.loss != "cross_entropy":
             raise ValueError("label_smoothing: applies to the cross_entropy loss only")
+        self.augmentation()
         return self
+
+    def augmentation(self) -> Augment:
+        """The ``Augment`` that ``augment`` names with ``augment_options`` applied.
+
+        Raises:
+            ValueError: an unknown option (naming the closest), a bad value, or options given
+                with ``augment`` "none".
+        """
+        options = self.augment_options
+        if not isinstance(options, dict):
+            raise ValueError(f"augment_options: expected a JSON object, got {options!r}")
+        for key in options:
+            if key not in AUGMENT_OPTIONS:
+                raise ValueError(
+                    f"augment_options: unknown key {key!r}"
+                    f"{did_you_mean(str(key), AUGMENT_OPTIONS)}; "
+                    f"choose from {', '.join(AUGMENT_OPTIONS)}"
+                )
+        if options and self.augment == "none":
+            raise ValueError(
+                "augment_options: augment is none; name a base augmentation "
+                f"({', '.join(a for a in AUGMENTS if a != 'none')}) to change"
+            )
+        try:
+            return dataclasses.replace(AUGMENT_PRESETS[self.augment], **options)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"augment_options: {exc}") from None
 
     # -- derived -------------------------------------------------------------------------
     def torch_dtype(self) -> Any:

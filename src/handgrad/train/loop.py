@@ -333,7 +333,12 @@ def _train(
         transform = build_transform(config)
     engine = make_engine(config, model, loss, opt)
     batches = Batches(
-        data.x_train, data.y_train, config.batch_size, shuffle=config.shuffle, seed=config.seed
+        data.x_train,
+        data.y_train,
+        config.batch_size,
+        shuffle=config.shuffle,
+        seed=config.seed,
+        drop_last=config.drop_last,
     )
     state = _State(
         step=0,
@@ -379,7 +384,10 @@ def _train(
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
-    def evaluate() -> Record:
+    test_at_end = config.eval_test == "end"
+
+    def evaluate(*, test: bool = True) -> Record:
+        """A record of the model now; ``test=False`` leaves the test figures null."""
         step = state.step
         n = step - state.interval_start
         batch_loss = float(state.losses[:n].mean().item()) if n else None
@@ -394,6 +402,9 @@ def _train(
             splits.append(("valid", data.x_valid, data.y_valid, data.labels_valid))
         splits.append(("test", data.x_test, data.y_test, data.labels_test))
         for split, x, y, labels in splits:
+            if split == "test" and not test:
+                record["test_loss"] = record["test_error"] = None
+                continue
             figures = evaluate_split(
                 engine.predict, engine.eval_loss, engine.loss_reduction, x, y, labels
             )
@@ -401,10 +412,24 @@ def _train(
             record[f"{split}_error"] = figures.error
         if data.x_valid is None:
             record["valid_loss"] = record["valid_error"] = None
+        if test_at_end:
+            record["test_evaluated"] = "once, at the end"
         record["seconds"] = round(elapsed(), 3)
         state.losses.zero_()
         state.interval_start = step
         return record
+
+    def _add_test(record: Record) -> None:
+        """The one test evaluation of an ``eval_test="end"`` run, after its last step."""
+        figures = evaluate_split(
+            engine.predict,
+            engine.eval_loss,
+            engine.loss_reduction,
+            data.x_test,
+            data.y_test,
+            data.labels_test,
+        )
+        record["test_loss"], record["test_error"] = figures.loss, figures.error
 
     def save_checkpoint() -> None:
         nonlocal last_checkpoint
@@ -448,7 +473,7 @@ def _train(
         if schedule is not None:
             schedule.apply(engine, min(state.step, total - 1))
         if state.step == 0 and not records:
-            add_record(evaluate())
+            add_record(evaluate(test=not test_at_end))
             save_checkpoint()
         if state.step >= total:
             message = f"the run had already finished its {total} steps"
@@ -486,18 +511,20 @@ def _train(
                 message = diverged_at(state.interval_start + bad, f"the training loss is {value}")
                 break
             if due_eval:
-                record = evaluate()
+                record = evaluate(test=not test_at_end)
                 if not math.isfinite(record["train_loss"]):
                     status = "diverged"
                     message = diverged_at(step, f"the train loss is {record['train_loss']}")
                     break
-                add_record(record)
                 if _early_stop(config, state, record):
                     status = "early_stopped"
                     message = (
                         f"early stop: {config.monitor} did not improve for {config.patience} "
                         f"evaluations; best {state.best:.6g} at step {state.best_step}"
                     )
+                if test_at_end and (step == total or status == "early_stopped"):
+                    _add_test(record)
+                add_record(record)
             if not engine.weights_finite():
                 status = "diverged"
                 message = diverged_at(step, "the weights are not finite")
