@@ -1,7 +1,8 @@
 """Activations: ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Softmax, LogSoftmax.
 
-Each keeps what its derivative needs: the input for ReLU, LeakyReLU and GELU (the derivative is
-a function of x), the output for Tanh, Sigmoid, Softmax and LogSoftmax (theirs is cheapest in y).
+Each keeps what its derivative needs: the input for LeakyReLU and GELU (the derivative is a
+function of x), the output for ReLU, Tanh, Sigmoid, Softmax and LogSoftmax (theirs is cheapest
+in y).
 The formulas are in ``handgrad.nn.functional``, next to the code that computes them.
 """
 
@@ -41,11 +42,15 @@ class _Elementwise(Module):
 
 
 class ReLU(_Elementwise):
-    """y = max(x, 0); dL/dx = dL/dy · 1[x > 0]. Shape: (*) → (*)."""
+    """y = max(x, 0); dL/dx = dL/dy · 1[x > 0]. Shape: (*) → (*).
+
+    Keeps its output y: 1[x > 0] = sign(y) (see ``functional.relu_backward``).
+    """
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        self._saved = self._check(x)
-        return F.relu_forward(x)
+        y = F.relu_forward(self._check(x))
+        self._saved = y
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         return F.relu_backward(grad_output, self._check_grad(grad_output))

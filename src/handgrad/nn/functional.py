@@ -71,12 +71,16 @@ def linear_backward(
 
 def relu_forward(x: Tensor) -> Tensor:
     """y = max(x, 0). Shapes: x (*) → y (*)."""
-    return torch.clamp_min(x, 0.0)
+    return torch.relu(x)
 
 
-def relu_backward(grad_out: Tensor, x: Tensor) -> Tensor:
-    """dL/dx = dL/dy · 1[x > 0]  (the subgradient 0 is taken at x = 0, as torch does)."""
-    return torch.where(x > 0, grad_out, 0.0)  # (*)
+def relu_backward(grad_out: Tensor, y: Tensor) -> Tensor:
+    """dL/dx = dL/dy · 1[x > 0]  (the subgradient 0 is taken at x = 0, as torch does).
+
+    Computed from the output y = max(x, 0): 1[x > 0] = sign(y), since y is 0 or positive.
+    (``sign`` avoids comparing with a Python number, which costs more than the multiply.)
+    """
+    return grad_out * torch.sign(y)  # (*)
 
 
 def leaky_relu_forward(x: Tensor, negative_slope: float) -> Tensor:
@@ -95,8 +99,11 @@ def tanh_forward(x: Tensor) -> Tensor:
 
 
 def tanh_backward(grad_out: Tensor, y: Tensor) -> Tensor:
-    """dL/dx = dL/dy · (1 − y²), with y = tanh(x) (the derivative at the input, via the output)."""
-    return grad_out * (1 - y * y)  # (*)
+    """dL/dx = dL/dy · (1 − y²), with y = tanh(x) (the derivative at the input, via the output).
+
+    Written as g − g·y² (one fused multiply-add) rather than g·(1 − y²).
+    """
+    return torch.addcmul(grad_out, grad_out, y * y, value=-1)  # (*)
 
 
 def sigmoid_forward(x: Tensor) -> Tensor:
@@ -105,8 +112,9 @@ def sigmoid_forward(x: Tensor) -> Tensor:
 
 
 def sigmoid_backward(grad_out: Tensor, y: Tensor) -> Tensor:
-    """dL/dx = dL/dy · y · (1 − y), with y = σ(x)."""
-    return grad_out * (1 - y) * y  # (*)
+    """dL/dx = dL/dy · y · (1 − y), with y = σ(x), written as g·y − (g·y)·y."""
+    gy = grad_out * y  # (*)
+    return torch.addcmul(gy, gy, y, value=-1)  # (*)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
