@@ -24,6 +24,9 @@ FEW = {
     "fleuret-practical3": ["--epochs", "2"],
     "ninja-gd": ["--steps", "3", "--eval-every", "1"],
     "ninja-adamw": ["--steps", "3", "--eval-every", "1"],
+    "subset-best": ["--steps", "8", "--eval-every", "4"],
+    "mnist-fast": ["--steps", "8", "--eval-every", "8", "--threads", "1"],
+    "mnist-best": ["--steps", "8", "--eval-every", "8", "--threads", "1"],
 }
 
 
@@ -65,7 +68,7 @@ def test_recipe_runs_with_both_engines(
         "fleuret-practical3": "0 acc_train_loss 810.00 acc_train_error",
         "ninja-gd": "step = 0, loss = 809.949829",
         "ninja-adamw": "step =      0\tloss=",
-    }[name]
+    }.get(name, "step      0  epoch    0.00  lr ")
     assert first_line in text
     assert f"{name}: expected vs measured" in text
     table = text.split(f"{name}: expected vs measured")[1].splitlines()
@@ -81,17 +84,27 @@ def test_recipe_runs_with_both_engines(
         assert config.engine == run.name.split("-20")[0].rsplit("-", 1)[1]
         records[config.engine] = rec.read_metrics(run)
         steps = [r["step"] for r in records[config.engine]]
-        expected_steps = {"fleuret-practical3": [0, 1, 2]}.get(name, [0, 1, 2, 3])
+        expected_steps = {
+            "fleuret-practical3": [0, 1, 2],
+            "mnist-fast": [0, 8],
+            "mnist-best": [0, 8],
+            "subset-best": [0, 4, 8],
+        }.get(name, [0, 1, 2, 3])
         assert steps == expected_steps
-        for r in records[config.engine]:
-            assert r["train_loss"] > 0 and 0 <= r["test_error"] <= 1
+        for i, r in enumerate(records[config.engine]):
             assert json.dumps(r)  # plain JSON
+            assert r["train_loss"] > 0
+            if config.eval_test == "end" and i < len(steps) - 1:
+                assert r["test_error"] is None and r["test_loss"] is None  # read once, at the end
+                continue
+            assert 0 <= r["test_error"] <= 1
         state = safetensors.torch.load_file(run / rec.MODEL)
         to_torch(build_model(config)).load_state_dict(state, strict=True)
         assert rec.load_checkpoint(run / rec.CHECKPOINT).step == steps[-1]
     # Same start; float32 engines agree closely over a few steps.
     hand, auto = records["handgrad"], records["autograd"]
-    assert hand[0]["train_loss"] == auto[0]["train_loss"]
+    # Same weights; torch.nn.Linear's fused addmm may round wide layers (784-800) differently.
+    assert hand[0]["train_loss"] == pytest.approx(auto[0]["train_loss"], rel=1e-6)
     assert hand[-1]["train_loss"] == pytest.approx(auto[-1]["train_loss"], rel=1e-3)
     if recipe.timing:
         assert "forward + loss on 50,000 images" in text and "(notebook 124 ms)" in text

@@ -323,6 +323,179 @@ _add(
     )
 )
 
+# Issue 7's accuracy recipes: settings chosen on validation splits carved from the training data
+# (bench/accuracy_search.py, bench/results/accuracy_search.md); the final runs retrain on all
+# training data for a fixed number of epochs and read the test set once, after training.
+_ACCURACY: dict[str, Any] = dict(
+    valid=0,
+    act="relu",
+    init="kaiming_uniform",
+    loss="cross_entropy",
+    optimizer="adamw",
+    weight_decay=0.0,
+    schedule="onecycle",
+    schedule_options={"pct_start": 0.25, "div_factor": 25.0, "final_div_factor": 1e4},
+    drop_last=True,
+    eval_test="end",
+)
+_PROTOCOL = (
+    "Every setting was chosen on a validation split carved from the training data "
+    "(bench/results/accuracy_search.md); this run retrains on all training data for a fixed "
+    "number of epochs (no early stopping, no validation split) and evaluates the test set "
+    "once, after the last step: every earlier record has test figures null."
+)
+ACCURACY_LOG = (
+    "step {step:>6d}  epoch {epoch:7.2f}  lr {lr:.2e}  train loss {train_loss:.4f}  "
+    "train err {train_err}  valid err {valid_err}  test err {test_err}"
+)
+
+_add(
+    Recipe(
+        name="subset-best",
+        title="issue 7: 784-800-10 with elastic distortions on the 1,000/1,000 subset",
+        seed="issue 7 target >= 92% (the ninja-adamw notebook: 88.2%)",
+        description=(
+            "784-800-10 ReLU, kaiming_uniform, cross-entropy, AdamW lr 3e-3 (weight decay 0), "
+            "one-cycle (pct_start 0.25, div 25, final_div 1e4), batches of 128 with the last "
+            "short batch dropped, 150 epochs on the embedded 1,000/1,000 subset, each batch "
+            "augmented with Simard et al.'s elastic distortions (sigma 4, alpha 34) plus shifts "
+            "of up to 1 px, rotations of up to 10 degrees and scalings of up to 10%. " + _PROTOCOL
+        ),
+        config=TrainConfig(
+            name="subset-best",
+            recipe="subset-best",
+            preset="fleuret",
+            model="784-800-10",
+            lr=3e-3,
+            batch_size=128,
+            epochs=150,
+            eval_every=7 * 10,  # every 10 epochs (7 batches each)
+            augment="elastic",
+            seed=0,
+            **_ACCURACY,
+        ),
+        figures=(
+            Figure(
+                "test_accuracy",
+                "test accuracy (evaluated once)",
+                0.92,
+                "issue 7 target; research: 96.13 +- 0.06 (3 seeds), notebook 88.2%",
+                ".2%",
+            ),
+            Figure("train_accuracy", "final train accuracy", None, "not a target", ".2%"),
+        ),
+        log_format=ACCURACY_LOG,
+        duration="about 20-30 s",
+        notes=(
+            "Validation (5 disjoint folds of 100 carved from the 1,000 training images, each "
+            "trained on the other 900): 97.4% for these settings; no augmentation 90.2%, shift "
+            "91.2%, affine 93.6%, elastic 94.8% at 50 epochs, 96.4% at 150.",
+            "Did not help once elastic augmentation is on: label smoothing 0.1, dropout 0.3, "
+            "AdamW weight decay 0.05 (all within 0.4 points, i.e. fold noise).",
+        ),
+    )
+)
+
+_add(
+    Recipe(
+        name="mnist-fast",
+        title="issue 7: 784-1024-10 with 1-pixel shifts, 10 epochs on full MNIST, 2 threads",
+        seed="issue 7 target >= 98.5% in <= 60 s on a 2-core machine",
+        description=(
+            "784-1024-10 ReLU, kaiming_uniform, cross-entropy with label smoothing 0.1, AdamW "
+            "lr 3e-3 (weight decay 0), one-cycle (pct_start 0.25, div 25, final_div 1e4), "
+            "batches of 256 with the last short batch dropped, 10 epochs on all 60,000 "
+            "training images (pixels / 255), each batch shifted by whole pixels drawn from "
+            "{-1, 0, 1} per axis. Evaluated only at the start and the end (evaluating "
+            "60,000 training images costs about a second); 2 torch threads. " + _PROTOCOL
+        ),
+        config=TrainConfig(
+            name="mnist-fast",
+            recipe="mnist-fast",
+            preset="mnist",
+            model="784-1024-10",
+            label_smoothing=0.1,
+            lr=3e-3,
+            batch_size=256,
+            epochs=10,
+            eval_every=10 * 234,  # once, at the end (234 batches per epoch)
+            augment="shift",
+            augment_options={"shift": 1.0},
+            threads=2,
+            seed=0,
+            **_ACCURACY,
+        ),
+        figures=(
+            Figure(
+                "test_accuracy",
+                "test accuracy (evaluated once)",
+                0.985,
+                "issue 7 target; research: 99.03 +- 0.09 (3 seeds, 1 thread)",
+                ".2%",
+            ),
+            Figure("train_accuracy", "final train accuracy", None, "not a target", ".2%"),
+        ),
+        log_format=ACCURACY_LOG,
+        duration="under a minute (data loading included)",
+        notes=(
+            "Validation (10,000 images carved from the 60,000 training images, trained on the "
+            "other 50,000): 98.89% for these settings; 784-800-10 without augmentation 98.19%, "
+            "784-800-800-10 with label smoothing 98.57%, + 1-px shifts 98.98% (at twice the "
+            "cost per epoch).",
+        ),
+    )
+)
+
+_add(
+    Recipe(
+        name="mnist-best",
+        title="issue 7: 784-800-800-10 with small affine distortions, 30 epochs on full MNIST",
+        seed="issue 7 target >= 99.0% within 15 min (stretch 99.3%)",
+        description=(
+            "784-800-800-10 ReLU, kaiming_uniform, cross-entropy with label smoothing 0.1, "
+            "AdamW lr 3e-3 (weight decay 0), one-cycle (pct_start 0.25, div 25, final_div "
+            "1e4), batches of 256 with the last short batch dropped, 30 epochs on all 60,000 "
+            "training images (pixels / 255), each batch distorted by a bilinear affine map: "
+            "shifts of up to 1.5 px, rotations of up to 8 degrees, scalings of up to 8%. "
+            "Evaluated every 5 epochs. " + _PROTOCOL
+        ),
+        config=TrainConfig(
+            name="mnist-best",
+            recipe="mnist-best",
+            preset="mnist",
+            model="784-800-800-10",
+            label_smoothing=0.1,
+            lr=3e-3,
+            batch_size=256,
+            epochs=30,
+            eval_every=5 * 234,  # every 5 epochs (234 batches each)
+            augment="affine",
+            augment_options={"shift": 1.5, "rotate": 8.0, "scale": 0.08},
+            threads=2,
+            seed=0,
+            **_ACCURACY,
+        ),
+        figures=(
+            Figure(
+                "test_accuracy",
+                "test accuracy (evaluated once)",
+                0.99,
+                "issue 7 target (stretch 99.3%); research: 99.29 +- 0.06 (3 seeds)",
+                ".2%",
+            ),
+            Figure("train_accuracy", "final train accuracy", None, "not a target", ".2%"),
+        ),
+        log_format=ACCURACY_LOG,
+        duration="about 4-6 min",
+        notes=(
+            "Validation (10,000 images carved from the 60,000 training images): 99.15% after "
+            "30 epochs (99.08% after 20, 98.57% after 10 mid-schedule); 10 epochs with the same "
+            "affine distortions 99.06%, with 1-px shifts 98.98%, without augmentation 98.57%.",
+            "Did not help: dropout 0.2 without augmentation (98.46% vs 98.57% in 10 epochs).",
+        ),
+    )
+)
+
 
 def get_recipe(name: str) -> Recipe:
     """The recipe called ``name``.
