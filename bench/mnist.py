@@ -90,7 +90,7 @@ class HandgradTrainer(Trainer):
         torch.manual_seed(0)
         self.model = nn.mlp(spec, "relu")
         self.model.flatten_parameters()
-        self.model.input_grad = False  # type: ignore[attr-defined]
+        self.model.input_grad = False
         self.loss = nn.CrossEntropyLoss()
         self.opt = handgrad.optim.Adam(self.model.parameters(), lr=lr)
         self.batches, self.x_test, self.y_test = batches, x_test, y_test

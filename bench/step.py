@@ -88,7 +88,7 @@ def handgrad_model(spec: str, seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
     model = nn.mlp(spec, "relu")
     model.flatten_parameters()
-    model.input_grad = False  # type: ignore[attr-defined]
+    model.input_grad = False
     return model
 
 
@@ -213,7 +213,7 @@ def breakdown(spec: str, optim: str, batches: list[Batch], steps: int) -> dict[s
     def fetch() -> None:
         box["xb"], box["yb"] = next(data)
 
-    hg_phases = [
+    hg_phases: list[tuple[str, Callable[[], object]]] = [
         ("batch", fetch),
         ("forward", lambda: box.__setitem__("out", model(box["xb"]))),
         ("loss forward", lambda: loss(box["out"], box["yb"])),
@@ -231,7 +231,7 @@ def breakdown(spec: str, optim: str, batches: list[Batch], steps: int) -> dict[s
     def tfetch() -> None:
         tbox["xb"], tbox["yb"] = next(tdata)
 
-    torch_phases = [
+    torch_phases: list[tuple[str, Callable[[], object]]] = [
         ("batch", tfetch),
         ("zero_grad", topt.zero_grad),
         ("forward", lambda: tbox.__setitem__("out", tmodel(tbox["xb"]))),
