@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from handgrad.optim.optimizer import Optimizer, check_number
+from handgrad.optim.optimizer import Optimizer, check_number, sqrt_into
 
 
 class Adam(Optimizer):
@@ -106,7 +106,7 @@ class Adam(Optimizer):
             second_moment = chunk["max_exp_avg_sq"]
             torch.maximum(second_moment, exp_avg_sq, out=second_moment)
 
-        torch.sqrt(second_moment, out=denom)
+        sqrt_into(second_moment, denom)
         denom.div_(self._scalar("bias_correction2_sqrt", bias_correction2_sqrt))
         denom.add_(self._scalar("eps", self.eps))
         param.addcdiv_(exp_avg, denom, value=-(self.lr / bias_correction1))

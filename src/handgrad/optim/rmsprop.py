@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from handgrad.optim.optimizer import Optimizer, check_number
+from handgrad.optim.optimizer import Optimizer, check_number, sqrt_into
 
 
 class RMSprop(Optimizer):
@@ -105,9 +105,9 @@ class RMSprop(Optimizer):
         if self.centered:
             grad_avg = chunk["grad_avg"]
             grad_avg.lerp_(grad, 1 - alpha)
-            torch.addcmul(square_avg, grad_avg, grad_avg, value=-1, out=avg).sqrt_()
+            sqrt_into(torch.addcmul(square_avg, grad_avg, grad_avg, value=-1, out=avg), avg)
         else:
-            torch.sqrt(square_avg, out=avg)
+            sqrt_into(square_avg, avg)
         avg.add_(self._scalar("eps", self.eps))
 
         if self.momentum > 0:
