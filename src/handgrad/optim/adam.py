@@ -24,6 +24,8 @@ class Adam(Optimizer):
         denom  = sqrt(v_t) / sqrt(1-β2^t) + ε
         θ_t    = θ_{t-1} - lr/(1-β1^t) · m_t / denom
 
+    (computed as lr·√(1-β2^t)/(1-β1^t) · m_t / (√v_t + ε·√(1-β2^t)), one pass fewer.)
+
     Args:
         params: tensors with a preallocated ``.grad`` each (flatten the model first for the
             fast path).
@@ -106,10 +108,12 @@ class Adam(Optimizer):
             second_moment = chunk["max_exp_avg_sq"]
             torch.maximum(second_moment, exp_avg_sq, out=second_moment)
 
+        # denom = √v/√(1-β2^t) + ε, folded into one pass as (√v + ε·√(1-β2^t)) / √(1-β2^t),
+        # the division moving into the step size; equal up to rounding (~1e-16 relative).
         sqrt_into(second_moment, denom)
-        denom.div_(self._scalar("bias_correction2_sqrt", bias_correction2_sqrt))
-        denom.add_(self._scalar("eps", self.eps))
-        param.addcdiv_(exp_avg, denom, value=-(self.lr / bias_correction1))
+        denom.add_(self._scalar("eps_scaled", self.eps * bias_correction2_sqrt))
+        step_size = self.lr * bias_correction2_sqrt / bias_correction1
+        param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 class AdamW(Adam):
