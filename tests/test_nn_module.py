@@ -329,6 +329,6 @@ def test_large_batches_in_row_blocks_give_the_same_bits(bias: bool) -> None:
     torch.manual_seed(0)
     layer = nn.Linear(30, 7, bias=bias)
     x = torch.randn(5000, 30)  # above the row-block threshold, not a multiple of the block
-    expected = x @ layer.weight.t() + (layer.bias if layer.bias is not None else 0)
-    expected = torch.addmm(layer.bias, x, layer.weight.t()) if layer.bias is not None else expected
+    w_t = layer.weight.t()
+    expected = torch.mm(x, w_t) if layer.bias is None else torch.addmm(layer.bias, x, w_t)
     assert torch.equal(layer(x), expected)
