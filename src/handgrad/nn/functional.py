@@ -31,13 +31,13 @@ def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     Shapes: x (N, D_in), weight (D_out, D_in), bias (D_out,) → y (N, D_out).
     """
     n = x.shape[0]
-    if n < _ROW_BLOCK * 4:
+    if n < _ROW_BLOCK * 4 or weight.shape[0] > 256:
         if bias is None:
             return torch.mm(x, weight.t())  # (N, D_out)
         return torch.addmm(bias, x, weight.t())  # (N, D_out)
-    # Large batches go in blocks of rows: the same products, bit for bit, but BLAS runs a tall,
-    # thin matrix product about 25% faster in row blocks that stay in cache (measured with
-    # bench/limit.py on the full 60,000-image batch).
+    # Large batches into a narrow layer go in blocks of rows: the same products, bit for bit,
+    # but BLAS runs such a tall, thin product about 25% faster in row blocks that stay in cache
+    # (bench/limit.py, 60,000 x 784 into 100; into 800 it is a little slower, so not there).
     y = x.new_empty(n, weight.shape[0])  # (N, D_out)
     w_t = weight.t()  # (D_in, D_out)
     for start in range(0, n, _ROW_BLOCK):
