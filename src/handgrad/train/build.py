@@ -288,6 +288,21 @@ def build_optimizer(config: TrainConfig, model: nn.Module, n_train: int) -> Opti
     return make_optimizer(config.optimizer, model.parameters(), **optimizer_kwargs(config, n_train))
 
 
+def build_training_parts(
+    config: TrainConfig, n_train: int
+) -> tuple[nn.Sequential, TrainLoss, Optimizer]:
+    """A run's model (seeded, flattened into one buffer), loss and optimizer, ready to train.
+
+    The first layer's input gradient is switched off: dL/d(pixels) is never used, and skipping
+    it saves the first layer's N x 784 matrix product in every backward pass.
+    """
+    model = build_model(config)
+    model.input_grad = False
+    loss = build_loss(config)
+    model.flatten_parameters()
+    return model, loss, build_optimizer(config, model, n_train)
+
+
 def build_schedule(config: TrainConfig, n_train: int, total_steps: int) -> Schedule | None:
     """The learning-rate schedule, or None for a constant rate.
 

@@ -21,16 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad import nn
 from handgrad.data import Batches
-from handgrad.optim import Optimizer
 from handgrad.train.build import (
     TrainData,
-    TrainLoss,
-    build_loss,
-    build_model,
-    build_optimizer,
     build_schedule,
+    build_training_parts,
     build_transform,
     check_config,
     load_data,
@@ -141,26 +136,27 @@ def compare(config: TrainConfig, steps: int, *, data: TrainData | None = None) -
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"compare: steps must be a positive integer, got {steps!r}")
-    from handgrad.reference_engine import AutogradEngine
-
     config = config.replace(engine="handgrad")
     check_config(config)
+    previous = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    data = data if data is not None else load_data(config)
+    try:
+        return _compare(config, steps, data if data is not None else load_data(config))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _compare(config: TrainConfig, steps: int, data: TrainData) -> Comparison:
+    from handgrad.reference_engine import AutogradEngine
+
     plan = make_plan(config, data.n_train)
     schedule = build_schedule(config, data.n_train, plan.total_steps)
     transform = build_transform(config)
 
-    def parts() -> tuple[nn.Sequential, TrainLoss, Optimizer]:
-        model = build_model(config)  # reseeds: both engines start from the same weights
-        loss = build_loss(config)
-        model.flatten_parameters()
-        model.input_grad = False
-        return model, loss, build_optimizer(config, model, data.n_train)
-
-    handgrad = HandgradEngine(*parts())
-    autograd = AutogradEngine(*parts())
+    # Built twice from the same seed: both engines start from the same weights.
+    handgrad = HandgradEngine(*build_training_parts(config, data.n_train))
+    autograd = AutogradEngine(*build_training_parts(config, data.n_train))
 
     result = Comparison(
         config=config, tolerance=FLOAT64_TOLERANCE if config.dtype == "float64" else None

@@ -53,10 +53,8 @@ from handgrad.train.build import (
     Plan,
     TrainData,
     TrainLoss,
-    build_loss,
-    build_model,
-    build_optimizer,
     build_schedule,
+    build_training_parts,
     build_transform,
     check_config,
     load_data,
@@ -323,11 +321,7 @@ def _train(
         raise ValueError("train: resume needs the run directory")
     data = data if data is not None else load_data(config)
     plan = make_plan(config, data.n_train)
-    model = build_model(config)
-    model.input_grad = False  # dL/d(pixels) is never used: skip the first layer's N x 784 matmul
-    loss = build_loss(config)
-    model.flatten_parameters()
-    opt = build_optimizer(config, model, data.n_train)
+    model, loss, opt = build_training_parts(config, data.n_train)
     schedule = build_schedule(config, data.n_train, plan.total_steps)
     if transform is None:
         transform = build_transform(config)
