@@ -88,18 +88,37 @@ def run(opt: Optimizer, grads: list[list[Tensor]]) -> None:
         opt.step()
 
 
+# Each case on each engine it has: the compiled one-pass loop (fused) and torch operations.
+ENGINE_CASES = [
+    pytest.param(cls, torch_cls, options, fused, id=f"{case_id}-{'fused' if fused else 'ops'}")
+    for (cls, torch_cls, options), case_id in zip(CASES, CASE_IDS, strict=True)
+    for fused in (True, False)
+    if cls.has_fused_loop or not fused
+]
+
+
+def make_optimizer_for(
+    cls: type[Optimizer], params: list[Tensor], fused: bool, **options: Any
+) -> Optimizer:
+    """``cls(params, **options)`` on the asked engine."""
+    opt = cls(params, **options, fused=fused)  # type: ignore[call-arg]
+    assert opt.fused == fused
+    return opt
+
+
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-param"])
 @pytest.mark.parametrize("foreach", [False, True], ids=["torch-for-loop", "torch-foreach"])
-@pytest.mark.parametrize(("cls", "torch_cls", "options"), CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("cls", "torch_cls", "options", "fused"), ENGINE_CASES)
 def test_matches_torch_for_100_steps(
     cls: type[Optimizer],
     torch_cls: type[torch.optim.Optimizer],
     options: dict[str, Any],
     foreach: bool,
     flat: bool,
+    fused: bool,
 ) -> None:
     params = make_params(flat)
-    opt = cls(params, **options)
+    opt = make_optimizer_for(cls, params, fused, **options)
     assert opt.is_flat == flat
     reference = [p.clone() for p in params]
     for p in reference:
@@ -125,11 +144,15 @@ def test_matches_torch_for_100_steps(
     assert moved > 1e-3, "the parameters should have moved"
 
 
-@pytest.mark.parametrize(("cls", "torch_cls", "options"), CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("cls", "torch_cls", "options", "fused"), ENGINE_CASES)
 def test_flat_and_per_parameter_paths_are_bit_identical(
-    cls: type[Optimizer], torch_cls: type[torch.optim.Optimizer], options: dict[str, Any]
+    cls: type[Optimizer],
+    torch_cls: type[torch.optim.Optimizer],
+    options: dict[str, Any],
+    fused: bool,
 ) -> None:
-    flat, loose = cls(make_params(flat=True), **options), cls(make_params(flat=False), **options)
+    flat = make_optimizer_for(cls, make_params(flat=True), fused, **options)
+    loose = make_optimizer_for(cls, make_params(flat=False), fused, **options)
     assert flat.is_flat and not loose.is_flat
     grads = gradient_stream(seed=2)
     run(flat, grads)
@@ -142,16 +165,23 @@ def test_flat_and_per_parameter_paths_are_bit_identical(
         assert torch.equal(value, loose_buffers[key]), key
 
 
-@pytest.mark.parametrize(("cls", "options"), [(c, o) for c, _, o in CASES], ids=CASE_IDS)
-def test_float32_matches_torch_to_rounding(cls: type[Optimizer], options: dict[str, Any]) -> None:
-    """Bit for bit except where a square root is taken: handgrad's is the correctly rounded one
-    (numpy's), torch's CPU kernel is off by one ulp on some elements (see ``sqrt_into``)."""
+@pytest.mark.parametrize(("cls", "torch_cls", "options", "fused"), ENGINE_CASES)
+def test_float32_matches_torch_to_rounding(
+    cls: type[Optimizer],
+    torch_cls: type[torch.optim.Optimizer],
+    options: dict[str, Any],
+    fused: bool,
+) -> None:
+    """With torch operations, bit for bit except where a square root is taken: handgrad's is
+    the correctly rounded one (numpy's), torch's CPU kernel is off by one ulp on some elements
+    (see ``sqrt_into``). The compiled loop rounds in its own order (and torch's vectorised
+    ``add`` with ``alpha`` uses fused multiply-adds), so it agrees to rounding."""
     params = make_params(flat=True, dtype=torch.float32)
     reference = [p.clone() for p in params]
     for p in reference:
         p.grad = torch.zeros_like(p)
-    opt = cls(params, **options)
-    torch_opt = getattr(torch.optim, cls.__name__)(reference, foreach=False, **options)
+    opt = make_optimizer_for(cls, params, fused, **options)
+    torch_opt = torch_cls(reference, foreach=False, **options)  # type: ignore[call-arg]
     for step_grads in gradient_stream(seed=3, dtype=torch.float32)[:20]:
         set_grads(params, step_grads)
         set_grads(reference, step_grads)
@@ -159,7 +189,9 @@ def test_float32_matches_torch_to_rounding(cls: type[Optimizer], options: dict[s
         torch_opt.step()
     uses_sqrt = cls.__name__ in ("Adam", "AdamW", "RMSprop")
     for p, r in zip(params, reference, strict=True):
-        if uses_sqrt:
+        if fused:  # a few float32 roundings (ulp 1.2e-7 near 1) over 20 steps
+            assert torch.allclose(p, r, rtol=1e-6, atol=1e-6), (p - r).abs().max()
+        elif uses_sqrt:
             assert torch.allclose(p, r, rtol=1e-6, atol=1e-7), (p - r).abs().max()
         else:
             assert torch.equal(p, r)
@@ -364,6 +396,12 @@ def _with_grad(t: Tensor, grad: Tensor | None) -> Tensor:
     return t
 
 
+def _zero_grad(t: Tensor) -> Tensor:
+    """``t`` with a zeroed ``.grad`` of its own layout (``zeros_like`` keeps the strides)."""
+    t.grad = torch.zeros_like(t)
+    return t
+
+
 def _resized_grad(t: Tensor, size: int) -> Tensor:
     """A parameter whose .grad was resized in place (torch refuses to assign a wrong shape)."""
     t.grad = torch.zeros_like(t)
@@ -476,7 +514,76 @@ def test_make_optimizer_registry() -> None:
 def test_repr_names_hyper_parameters_and_path() -> None:
     text = repr(SGD(make_params(flat=True), lr=0.1, momentum=0.9))
     assert text.startswith("SGD(lr=0.1, momentum=0.9, dampening=0.0")
-    assert text.endswith("4 tensors, 66 values, flat)")
+    assert text.endswith("4 tensors, 66 values, flat, fused)")
+    assert repr(SGD(make_params(flat=False), fused=False)).endswith("66 values, per-parameter)")
+
+
+def test_fused_is_the_default_where_a_compiled_loop_can_run() -> None:
+    assert Adam(make_params(True)).fused and AdamW(make_params(False)).fused
+    assert SGD(make_params(True, dtype=torch.float32)).fused
+    assert not RMSprop(make_params(True)).fused  # it has no compiled loop
+    assert not Adam([_zero_grad(torch.zeros(3, dtype=torch.float16))]).fused
+    assert not SGD([_zero_grad(torch.zeros(4, 3).t())]).fused
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: RMSprop(make_params(True), fused=True), "RMSprop has no compiled loop"),
+        (
+            lambda: Adam([_zero_grad(torch.zeros(3, dtype=torch.float16))], fused=True),
+            "the parameters are torch.float16, not float32 or float64",
+        ),
+        (
+            lambda: SGD([_zero_grad(torch.zeros(4, 3).t())], fused=True),
+            "parameter 0 or its .grad is not contiguous",
+        ),
+    ],
+    ids=["no-loop", "float16", "strided"],
+)
+def test_fused_true_where_impossible_says_why(make: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=f"fused=True is not possible: {message}"):
+        make()
+
+
+def test_fused_must_be_a_bool_or_none() -> None:
+    with pytest.raises(TypeError, match="fused must be True, False or None, got 'yes'"):
+        Adam(make_params(True), fused="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [
+        (Adam, {"lr": 1e-3}),
+        (AdamW, {"lr": 1e-3, "amsgrad": True}),
+        (SGD, {"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}),
+    ],
+    ids=["adam", "adamw-amsgrad", "sgd-nesterov"],
+)
+def test_fused_loop_and_torch_ops_agree_on_a_model_sized_buffer(
+    cls: type[Optimizer], options: dict[str, Any], dtype: torch.dtype
+) -> None:
+    """79,510 values (784-100-10), 50 steps of MNIST-like sparse gradients: the compiled loop's
+    vectorised body and its remainder both run, and zeros in v (never-lit pixels) too."""
+    gen = torch.Generator().manual_seed(4)
+    start = torch.randn(79_510, generator=gen, dtype=dtype) * 0.05
+    runs = {}
+    for fused in (True, False):
+        param = _zero_grad(start.clone())
+        opt = cls([param], **options, fused=fused)  # type: ignore[call-arg]
+        stream = torch.Generator().manual_seed(5)
+        for _ in range(50):
+            grad = torch.randn(79_510, generator=stream, dtype=dtype) * 1e-3
+            grad[:20_000] = 0  # pixels that are never lit
+            assert param.grad is not None
+            param.grad.copy_(grad)
+            opt.step()
+        runs[fused] = param
+    moved = (runs[True] - start).abs().max().item()
+    assert moved > 1e-3
+    difference = (runs[True] - runs[False]).abs().max().item()
+    assert difference <= (1e-6 if dtype == torch.float32 else 1e-14) * max(moved, 1.0)
 
 
 def test_a_flattened_handgrad_model_takes_the_flat_path() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from handgrad.optim import kernels
 from handgrad.optim.optimizer import Optimizer, check_number, sqrt_into
 
 
@@ -24,7 +26,8 @@ class Adam(Optimizer):
         denom  = sqrt(v_t) / sqrt(1-β2^t) + ε
         θ_t    = θ_{t-1} - lr/(1-β1^t) · m_t / denom
 
-    (computed as lr·√(1-β2^t)/(1-β1^t) · m_t / (√v_t + ε·√(1-β2^t)), one pass fewer.)
+    (computed as lr·√(1-β2^t)/(1-β1^t) · m_t / (√v_t + ε·√(1-β2^t)), one pass fewer; on the
+    CPU all of it runs as one compiled loop, ``kernels._adam``.)
 
     Args:
         params: tensors with a preallocated ``.grad`` each (flatten the model first for the
@@ -34,6 +37,7 @@ class Adam(Optimizer):
         eps: ε >= 0, added to the denominator.
         weight_decay: λ >= 0.
         amsgrad: normalise by the running maximum of ``v_t`` (Reddi et al., 2018).
+        fused: run the compiled one-pass loop (None: wherever it can, i.e. on the CPU).
 
     Examples:
         >>> opt = Adam(model.parameters(), lr=1e-3)
@@ -41,6 +45,7 @@ class Adam(Optimizer):
     """
 
     hyper_names: ClassVar[tuple[str, ...]] = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+    has_fused_loop: ClassVar[bool] = True
     decoupled_weight_decay: ClassVar[bool] = False
     betas: tuple[float, float]
     eps: float
@@ -55,6 +60,8 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
+        *,
+        fused: bool | None = None,
     ) -> None:
         hyper = {
             "lr": lr,
@@ -63,7 +70,7 @@ class Adam(Optimizer):
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
         }
-        super().__init__(params, hyper)
+        super().__init__(params, hyper, fused)
 
     @classmethod
     def _validate(cls, hyper: Mapping[str, Any], where: str) -> None:
@@ -115,6 +122,31 @@ class Adam(Optimizer):
         step_size = self.lr * bias_correction2_sqrt / bias_correction1
         param.addcdiv_(exp_avg, denom, value=-step_size)
 
+    def _update_fused(self, arrays: dict[str, np.ndarray]) -> None:
+        beta1, beta2 = self.betas
+        t = self.step_count
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        step_size = self.lr * bias_correction2_sqrt / (1 - beta1**t)
+        if self.decoupled_weight_decay:  # θ·(1 - lr·λ), no L2 term
+            decay, l2 = 1 - self.lr * self.weight_decay, 0.0
+        else:  # θ·1, g + λ·θ
+            decay, l2 = 1.0, self.weight_decay
+        s = self._np_scalar
+        hyper = (
+            s(decay),
+            s(l2),
+            s(1 - beta1),
+            s(beta2),
+            s(1 - beta2),
+            s(self.eps * bias_correction2_sqrt),
+            s(-step_size),
+        )
+        moments = (arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"])
+        if self.amsgrad:
+            kernels.kernel("adam_amsgrad")(*moments, arrays["max_exp_avg_sq"], *hyper)
+        else:
+            kernels.kernel("adam")(*moments, *hyper)
+
 
 class AdamW(Adam):
     r"""AdamW (Loshchilov & Hutter, 2019): Adam with weight decay decoupled from the gradient.
@@ -141,5 +173,7 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
+        *,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, fused=fused)

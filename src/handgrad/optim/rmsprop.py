@@ -61,6 +61,8 @@ class RMSprop(Optimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         centered: bool = False,
+        *,
+        fused: bool | None = None,
     ) -> None:
         hyper = {
             "lr": lr,
@@ -70,7 +72,7 @@ class RMSprop(Optimizer):
             "momentum": momentum,
             "centered": centered,
         }
-        super().__init__(params, hyper)
+        super().__init__(params, hyper, fused)
 
     @classmethod
     def _validate(cls, hyper: Mapping[str, Any], where: str) -> None:

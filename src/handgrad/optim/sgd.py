@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from handgrad.optim import kernels
 from handgrad.optim.optimizer import Optimizer, check_number
 
 
@@ -35,6 +37,7 @@ class SGD(Optimizer):
         dampening: τ in [0, 1].
         nesterov: use Nesterov momentum (needs μ > 0 and τ = 0).
         weight_decay: λ >= 0.
+        fused: run the compiled one-pass loop (None: wherever it can, i.e. on the CPU).
 
     Examples:
         >>> opt = SGD(model.parameters(), lr=0.1 / 1000)
@@ -47,6 +50,7 @@ class SGD(Optimizer):
         "nesterov",
         "weight_decay",
     )
+    has_fused_loop: ClassVar[bool] = True
     momentum: float
     dampening: float
     nesterov: bool
@@ -60,6 +64,8 @@ class SGD(Optimizer):
         dampening: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        *,
+        fused: bool | None = None,
     ) -> None:
         hyper = {
             "lr": lr,
@@ -68,7 +74,7 @@ class SGD(Optimizer):
             "nesterov": nesterov,
             "weight_decay": weight_decay,
         }
-        super().__init__(params, hyper)
+        super().__init__(params, hyper, fused)
 
     @classmethod
     def _validate(cls, hyper: Mapping[str, Any], where: str) -> None:
@@ -109,3 +115,24 @@ class SGD(Optimizer):
                 grad = buf
 
         param.add_(grad, alpha=-self.lr)
+
+    def _update_fused(self, arrays: dict[str, np.ndarray]) -> None:
+        s = self._np_scalar
+        param, grad = arrays["param"], arrays["grad"]
+        if self.momentum == 0:
+            kernels.kernel("sgd")(param, grad, s(self.weight_decay), s(-self.lr))
+            return
+        first = self.step_count == 1  # b_1 = g_1: keep none of b, take all of g
+        keep, take = (0.0, 1.0) if first else (self.momentum, 1 - self.dampening)
+        grad_share, buffer_share = (1.0, self.momentum) if self.nesterov else (0.0, 1.0)
+        kernels.kernel("sgd_momentum")(
+            param,
+            grad,
+            arrays["momentum_buffer"],
+            s(self.weight_decay),
+            s(keep),
+            s(take),
+            s(grad_share),
+            s(buffer_share),
+            s(-self.lr),
+        )
