@@ -145,7 +145,7 @@ def _sgd_momentum(
 @functools.cache
 def kernel(name: str) -> Callable[..., None]:
     """The compiled loop called ``name``: "adam", "adam_amsgrad", "sgd" or "sgd_momentum"."""
-    loops = {
+    loops: dict[str, Callable[..., None]] = {
         "adam": _adam,
         "adam_amsgrad": _adam_amsgrad,
         "sgd": _sgd,
