@@ -145,8 +145,11 @@ class CrossEntropyLoss(Loss):
                 f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}"
             )
         self.label_smoothing = float(label_smoothing)
-        self._softmax: Tensor | None = None
+        self._log_p: Tensor | None = None
         self._target: Tensor | None = None
+        # g = dL/dℓ for a scalar upstream, as a 0-d tensor and as an (N, 1) column of −g, kept
+        # between calls: making a tensor from a Python number costs more than the arithmetic.
+        self._kept_grad: tuple[tuple[object, ...], Tensor, Tensor] | None = None
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
         if not isinstance(input, Tensor) or input.dim() != 2 or not isinstance(target, Tensor):
@@ -156,20 +159,33 @@ class CrossEntropyLoss(Loss):
             _check_class_target(self, input, target)
             target = target if target.is_floating_point() else target.long()
         try:
-            losses, softmax = F.cross_entropy_forward(input, target, self.label_smoothing)
+            losses, log_p = F.cross_entropy_forward(input, target, self.label_smoothing)
         except RuntimeError:
             _check_class_target(self, input, target)  # class index out of range, in words
             raise
-        self._softmax, self._target = softmax, target
+        self._log_p, self._target = log_p, target
         return self._reduce(losses)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
-        if self._softmax is None or self._target is None:
+        if self._log_p is None or self._target is None:
             raise self._not_run()
         upstream = self._upstream(grad_output)
+        minus = None
+        if not isinstance(upstream, Tensor):
+            upstream, minus = self._grad_tensors(upstream)
         return F.cross_entropy_backward(
-            self._softmax, self._target, upstream, self.label_smoothing
+            self._log_p, self._target, upstream, self.label_smoothing, minus
         )  # (N, C)
+
+    def _grad_tensors(self, value: float) -> tuple[Tensor, Tensor]:
+        """g as a 0-d tensor and −g as an (N, 1) column, made once per batch size and value."""
+        log_p = self._log_p
+        assert log_p is not None
+        key = (value, log_p.shape[0], log_p.dtype, log_p.device)
+        if self._kept_grad is None or self._kept_grad[0] != key:
+            g = torch.tensor(value, dtype=log_p.dtype, device=log_p.device)
+            self._kept_grad = (key, g, g.neg().expand(log_p.shape[0], 1).contiguous())
+        return self._kept_grad[1], self._kept_grad[2]
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
