@@ -12,6 +12,7 @@ returned; when not, new tensors are returned. Nothing here touches autograd.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -58,27 +59,38 @@ def linear_backward(
     has_bias: bool = True,
     need_input_grad: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """dL/dx = dL/dy · W,  dL/dW = (dL/dy)ᵀ · x,  dL/db = Σ_n dL/dy[n].
+    """dL/dx = dL/dy · W,  dL/dW = (dL/dy)ᵀ · x,  dL/db = Σ_n dL/dy[n] = (dL/dy)ᵀ · 1.
 
     Shapes: grad_out (N, D_out), x (N, D_in), weight (D_out, D_in)
     → (grad_x (N, D_in), grad_weight (D_out, D_in), grad_bias (D_out,) or None).
-    With ``need_input_grad=False`` grad_x is not computed and an empty tensor stands in for it.
+    Given ``grad_weight``/``grad_bias``, the gradients are added into them in place. The bias
+    gradient is a matrix-vector product with a kept vector of ones, one call where
+    ``sum`` then ``add_`` is two. With ``need_input_grad=False`` grad_x is not computed and an
+    empty tensor stands in for it.
     """
+    grad_out_t = grad_out.t()  # (D_out, N)
     if need_input_grad:
         grad_x = torch.mm(grad_out, weight)  # (N, D_in)
     else:
         grad_x = grad_out.new_empty(0)
     if grad_weight is None:
-        grad_weight = torch.mm(grad_out.t(), x)  # (D_out, D_in)
+        grad_weight = torch.mm(grad_out_t, x)  # (D_out, D_in)
     else:
-        grad_weight.addmm_(grad_out.t(), x)  # (D_out, D_in), += in place
+        grad_weight.addmm_(grad_out_t, x)  # (D_out, D_in), += in place
     if not has_bias:
         return grad_x, grad_weight, None
+    ones = _ones(grad_out.shape[0], grad_out.dtype, grad_out.device)  # (N,)
     if grad_bias is None:
-        grad_bias = grad_out.sum(0)  # (D_out,)
+        grad_bias = torch.mv(grad_out_t, ones)  # (D_out,)
     else:
-        grad_bias.add_(grad_out.sum(0))  # (D_out,), += in place
+        grad_bias.addmv_(grad_out_t, ones)  # (D_out,), += in place
     return grad_x, grad_weight, grad_bias
+
+
+@functools.lru_cache(maxsize=32)
+def _ones(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A vector of n ones, made once per (n, dtype, device) and never written to."""
+    return torch.ones(n, dtype=dtype, device=device)  # (n,)
 
 
 # --------------------------------------------------------------------------------------------
