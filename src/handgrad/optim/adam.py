@@ -140,6 +140,7 @@ class Adam(Optimizer):
             s(1 - beta2),
             s(self.eps * bias_correction2_sqrt),
             s(-step_size),
+            self._np_tiny,
         )
         moments = (arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"])
         if self.amsgrad:

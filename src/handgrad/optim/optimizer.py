@@ -92,6 +92,8 @@ class Optimizer:
         self.is_flat = self._flat_param is not None and self._flat_grad is not None
         self.fused = self._resolve_fused(fused, where)
         self._np_dtype = np.float32 if self._dtype == torch.float32 else np.float64
+        # The smallest normal number: the compiled loops store running averages below it as 0.
+        self._np_tiny = np.finfo(self._np_dtype).tiny
 
         self._state: dict[str, Tensor] = {}  # name -> (numel,), persisted by state_dict
         self._scalars: dict[str, tuple[Tensor, float]] = {}  # name -> (0-d tensor, its value)

@@ -135,4 +135,5 @@ class SGD(Optimizer):
             s(grad_share),
             s(buffer_share),
             s(-self.lr),
+            self._np_tiny,
         )
