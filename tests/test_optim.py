@@ -600,3 +600,46 @@ def test_a_flattened_handgrad_model_takes_the_flat_path() -> None:
         assert not torch.equal(p, q)  # every tensor of the model was updated through the views
     opt.zero_grad()
     assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "average"),
+    [
+        (Adam, {"lr": 1e-3}, "exp_avg"),
+        (SGD, {"lr": 0.1, "momentum": 0.9}, "momentum_buffer"),
+    ],
+    ids=["adam", "sgd-momentum"],
+)
+def test_fused_loop_stores_subnormal_averages_as_zero(
+    cls: type[Optimizer], options: dict[str, Any], average: str
+) -> None:
+    """One gradient, then zeros: β·m decays into the subnormal range after ~800 steps. The
+    compiled loop stores 0 there (torch keeps the subnormals, which are ~100x slower to compute
+    with); the weights agree with the torch-operation path to far below float32 rounding."""
+    tiny = torch.finfo(torch.float32).tiny
+    runs = {}
+    for fused in (True, False):
+        param = _zero_grad(torch.ones(1000))
+        opt = cls([param], **options, fused=fused)  # type: ignore[call-arg]
+        assert param.grad is not None
+        param.grad.fill_(1e-3)
+        opt.step()
+        param.grad.zero_()
+        for _ in range(900):
+            opt.step()
+        runs[fused] = (param, opt.state_dict()["buffers"][f"{average}.0"])
+    fused_average, ops_average = runs[True][1], runs[False][1]
+    assert ((ops_average != 0) & (ops_average.abs() < tiny)).all()  # torch: subnormal
+    assert (fused_average == 0).all()
+    assert torch.allclose(runs[True][0], runs[False][0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW, SGD])
+def test_fused_loop_lets_nan_through(cls: type[Optimizer]) -> None:
+    """A NaN gradient must show in the weights (and the averages), not be flushed to 0."""
+    param = _zero_grad(torch.ones(64))
+    opt = cls([param], lr=0.1, fused=True)  # type: ignore[call-arg]
+    assert param.grad is not None
+    param.grad[3] = float("nan")
+    opt.step()
+    assert torch.isnan(param[3]) and torch.isfinite(param[:3]).all()
