@@ -4,8 +4,10 @@ Contenders, all float32 on one thread, timed interleaved (round-robin, one step 
 round) so that machine noise hits them alike; the table gives the median and the 10th-90th
 percentiles over the rounds:
 
-- handgrad flat:          the model's parameters are views into one buffer (flatten_parameters)
-- handgrad per-parameter: the same math, looped over the four tensors
+- handgrad flat:          the model's parameters are views into one buffer (flatten_parameters),
+                          updated by the compiled one-pass loop (the default on the CPU)
+- handgrad flat, ops:     the same buffer, the update as six torch operations (fused=False)
+- handgrad per-parameter: the compiled loop, once per tensor
 - torch for-loop:         torch.optim.Adam(foreach=False), torch's default on CPU
 - torch foreach:          torch.optim.Adam(foreach=True)
 - torch fused:            torch.optim.Adam(fused=True)
@@ -49,6 +51,7 @@ def make_params(flat: bool, seed: int = 0) -> list[Tensor]:
 def contenders() -> dict[str, Callable[[], None]]:
     steps: dict[str, Callable[[], None]] = {
         "handgrad flat": Adam(make_params(flat=True), lr=1e-3).step,
+        "handgrad flat, ops": Adam(make_params(flat=True), lr=1e-3, fused=False).step,
         "handgrad per-parameter": Adam(make_params(flat=False), lr=1e-3).step,
         "torch for-loop": torch.optim.Adam(make_params(False), lr=1e-3, foreach=False).step,
         "torch foreach": torch.optim.Adam(make_params(False), lr=1e-3, foreach=True).step,
