@@ -1,9 +1,12 @@
 """Optimizers and learning-rate schedules, each update rule written out by hand.
 
-Every optimizer matches its ``torch.optim`` namesake to 1e-12 in float64 (same formulas, same
-operation order), keeps its state in flat preallocated buffers, and updates a flattened model
-(``model.flatten_parameters()`` before building the optimizer) with a few vector operations
-per step. There is one parameter group; ``opt.lr`` is a plain attribute that schedules set.
+Every optimizer matches its ``torch.optim`` namesake to 1e-12 in float64 (same formulas),
+keeps its state in flat preallocated buffers, and updates a flattened model
+(``model.flatten_parameters()`` before building the optimizer) in one go. On the CPU, SGD,
+Adam and AdamW run their update rule as one loop over the elements compiled by numba
+(``handgrad.optim.kernels``): a single pass over the buffers instead of one per operation
+(``fused=False`` gives the torch-operation version, which RMSprop and other devices use).
+There is one parameter group; ``opt.lr`` is a plain attribute that schedules set.
 
 Examples:
     >>> model.flatten_parameters()
