@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from common import (
     Step,
@@ -245,24 +244,6 @@ def breakdown(spec: str, optim: str, batches: list[Batch], steps: int) -> dict[s
         "torch_us": phase_times(torch_phases, steps, warmup),
     }
 
-    # torch.sqrt is several times slower on zeros than on other values on some CPUs, and
-    # exp_avg_sq is zero wherever a pixel has never been lit: measure it on the real state.
-    state: dict[str, Tensor] = getattr(opt, "_state", {})
-    if "exp_avg_sq" in state:
-        v = state["exp_avg_sq"]
-        out = torch.empty_like(v)
-        sqrts: dict[str, Step] = {
-            "torch.sqrt": lambda: torch.sqrt(v, out=out),
-            "numpy.sqrt": lambda: np.sqrt(v.numpy(), out=out.numpy()),
-            "torch.sqrt, no zeros": lambda: torch.sqrt(v + 1e-30, out=out),
-            "(v + 1e-30) alone": lambda: v + 1e-30,
-        }
-        times = interleaved(sqrts, rounds=100, block_s=0.002, warmup_s=0.05)
-        found = {name: summary(ts)["median_us"] for name, ts in times.items()}
-        found["torch.sqrt, no zeros"] -= found.pop("(v + 1e-30) alone")
-        found["zero_fraction"] = float((v == 0).float().mean())
-        result["adam_exp_avg_sq_sqrt_us"] = found
-
     def hg_step() -> None:
         for _, phase in hg_phases:
             phase()
@@ -287,13 +268,6 @@ def print_breakdown(batch: int, found: dict[str, Any]) -> None:
         print(f"  {engine[:-3]:8s} {parts}")
     ops = ", ".join(f"{k} {v:.1f}" for k, v in found["handgrad_top_ops_us_per_step"].items())
     print(f"  handgrad ops (torch.profiler, self time per step, with profiler overhead): {ops}")
-    sqrt = found.get("adam_exp_avg_sq_sqrt_us")
-    if sqrt:
-        print(
-            f"  sqrt of Adam's exp_avg_sq ({sqrt['zero_fraction']:.0%} zeros): torch.sqrt "
-            f"{sqrt['torch.sqrt']:.1f}, numpy.sqrt {sqrt['numpy.sqrt']:.1f}, torch.sqrt with "
-            f"no zeros {sqrt['torch.sqrt, no zeros']:.1f}"
-        )
 
 
 # -- the run ------------------------------------------------------------------------------
