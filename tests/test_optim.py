@@ -643,3 +643,14 @@ def test_fused_loop_lets_nan_through(cls: type[Optimizer]) -> None:
     param.grad[3] = float("nan")
     opt.step()
     assert torch.isnan(param[3]) and torch.isfinite(param[:3]).all()
+
+
+def test_without_numba_the_default_is_torch_operations(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handgrad.optim import kernels
+
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    opt = Adam(make_params(True))
+    assert not opt.fused
+    opt.step()  # the torch-operation path runs
+    with pytest.raises(ValueError, match="fused=True is not possible: numba cannot be imported"):
+        Adam(make_params(True), fused=True)
