@@ -654,3 +654,9 @@ def test_without_numba_the_default_is_torch_operations(monkeypatch: pytest.Monke
     opt.step()  # the torch-operation path runs
     with pytest.raises(ValueError, match="fused=True is not possible: numba cannot be imported"):
         Adam(make_params(True), fused=True)
+
+
+def test_fused_is_read_only() -> None:
+    opt = Adam(make_params(True))
+    with pytest.raises(AttributeError):
+        opt.fused = False  # type: ignore[misc]

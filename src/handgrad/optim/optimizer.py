@@ -62,7 +62,8 @@ class Optimizer:
         step_count: how many steps have been taken (``t`` in the update rules, after
             ``step`` increments it).
         is_flat: whether steps run on the flat path.
-        fused: whether steps run the compiled one-pass loop (see the module's docstring).
+        fused: whether steps run the compiled one-pass loop (see the module's docstring);
+            read-only.
     """
 
     hyper_names: ClassVar[tuple[str, ...]] = ("lr",)
@@ -90,7 +91,7 @@ class Optimizer:
         self._flat_param = flat_view(self.params)
         self._flat_grad = flat_view(self.grads)
         self.is_flat = self._flat_param is not None and self._flat_grad is not None
-        self.fused = self._resolve_fused(fused, where)
+        self._fused = self._resolve_fused(fused, where)
         self._np_dtype = np.float32 if self._dtype == torch.float32 else np.float64
         # The smallest normal number: the compiled loops store running averages below it as 0.
         self._np_tiny = np.finfo(self._np_dtype).tiny
@@ -221,9 +222,14 @@ class Optimizer:
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
         path = "flat" if self.is_flat else "per-parameter"
-        engine = ", fused" if self.fused else ""
+        engine = ", fused" if self._fused else ""
         sizes = f"{len(self.params)} tensors, {self.numel} values"
         return f"{type(self).__name__}({hyper}; {sizes}, {path}{engine})"
+
+    @property
+    def fused(self) -> bool:
+        """Whether steps run the compiled one-pass loop; chosen at construction (``fused=``)."""
+        return self._fused
 
     # -- plumbing -------------------------------------------------------------------------
     def _set_hyper(self, hyper: Mapping[str, Any]) -> None:
@@ -314,7 +320,7 @@ class Optimizer:
         self._arrays = [
             {name: t.detach().view(-1).numpy() for name, t in chunk.items()}
             for chunk in self._chunks
-            if self.fused
+            if self._fused
         ]
 
 
