@@ -660,3 +660,27 @@ def test_fused_is_read_only() -> None:
     opt = Adam(make_params(True))
     with pytest.raises(AttributeError):
         opt.fused = False  # type: ignore[misc]
+
+
+def test_compiled_loops_work_where_no_cache_folder_is_writable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numba refuses cache=True when neither the package folder nor the user's cache folder is
+    writable (a read-only install); the loop is then compiled in each process instead."""
+    import numba
+    import numpy as np
+
+    from handgrad.optim import kernels
+
+    real_njit = numba.njit
+
+    def njit(*args: Any, cache: bool = False, **kwargs: Any) -> Any:
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_njit(*args, cache=cache, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    sgd = kernels._compile(kernels._sgd)
+    param, grad = np.ones(5, np.float32), np.full(5, 2.0, np.float32)
+    sgd(param, grad, np.float32(0.0), np.float32(-0.5))
+    assert (param == 0).all()

@@ -51,10 +51,16 @@ def _compile(fn: Callable[..., None]) -> Callable[..., None]:
 
     # error_model="numpy": a division by zero gives inf as in torch, with no check per element
     # (the check would stop vectorisation); boundscheck off: the callers pass equal lengths.
-    compiled: Callable[..., None] = numba.njit(
-        nogil=True, boundscheck=False, error_model="numpy", cache=True
-    )(fn)
-    return compiled
+    def jit(cache: bool) -> Callable[..., None]:
+        compiled: Callable[..., None] = numba.njit(
+            nogil=True, boundscheck=False, error_model="numpy", cache=cache
+        )(fn)
+        return compiled
+
+    try:  # cached on disk beside this file, or in the user's cache folder
+        return jit(cache=True)
+    except RuntimeError:  # neither is writable: compile in each process
+        return jit(cache=False)
 
 
 def _adam(
