@@ -114,7 +114,11 @@ def _adam_amsgrad(
     neg_step_size: Any,
     tiny: Any,
 ) -> None:
-    """``_adam`` normalised by the running maximum of v: v^max ← max(v^max, v) (NaN wins)."""
+    """``_adam`` normalised by the running maximum of v: v^max ← max(v^max, v) (NaN wins).
+
+    A loop of its own rather than a flag in ``_adam``: a branch inside the loop, or a helper
+    that numba would have to compile first at import, costs more than these repeated lines.
+    """
     zero = tiny - tiny
     for i in range(param.shape[0]):
         p = param[i] * decay
