@@ -17,7 +17,7 @@ optimizer: ``zero_grad``, forward, loss, backward. Adam runs at lr 1e-3, SGD at 
 the same shape when MNIST is not found, which the output says), cycled.
 
 Usage:
-    .venv/bin/python bench/step.py --data /path/to/mnist            # the full run, ~10 min
+    .venv/bin/python bench/step.py --data /path/to/mnist            # the full run, ~5 min
     .venv/bin/python bench/step.py --quick                          # 784-100-10, Adam, 1 thread
     .venv/bin/python bench/step.py --batch 1 32 --threads 1 --model 784-100-10 --optim adam
 """
