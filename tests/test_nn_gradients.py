@@ -273,3 +273,24 @@ def test_autograd_gradients_reports_every_module() -> None:
     assert set(res.module_grads) == {"0", "1", "2"}
     assert_rel_close(grad_x, res.input_grad, 1e-12, "input")
     assert_rel_close(model[0].weight.grad, res.param_grads["0.weight"], 1e-12, "0.weight")
+
+
+@pytest.mark.parametrize("batch", [31, 32, 1000])
+def test_cross_entropy_gradient_is_row_major_on_both_sides_of_the_switch(batch: int) -> None:
+    """From 32 rows the log-softmax is computed down the columns of xᵀ (column-major inside);
+    the values equal autograd's, and the gradient handed back is an ordinary row-major tensor."""
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 10, generator=gen) * 4
+    t = torch.randint(0, 10, (batch,), generator=gen)
+    for loss in (nn.CrossEntropyLoss(), nn.CrossEntropyLoss("none", label_smoothing=0.1)):
+        value = loss(x, t)
+        upstream = torch.rand(batch, generator=gen) if loss.reduction == "none" else None
+        grad = loss.backward(upstream)
+        assert grad.is_contiguous() and grad.shape == (batch, 10)
+        x_t = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            ref = loss_to_torch(loss)(x_t, t)
+            ref.backward(upstream)
+        assert x_t.grad is not None
+        assert_rel_close(value, ref.detach(), RTOL[torch.float32], f"{loss!r} value")
+        assert_rel_close(grad, x_t.grad, RTOL[torch.float32], f"{loss!r} gradient")

@@ -383,7 +383,10 @@ def cross_entropy_backward(
     n = log_p.shape[0]
     if isinstance(grad_out, Tensor) and grad_out.dim() == 1:
         grad_out = grad_out.unsqueeze(1)  # (N, 1)
-    grad = torch.exp(log_p).mul_(grad_out)  # (N, C), softmax · g
+    grad = torch.exp(log_p)  # (N, C), the softmax
+    if not grad.is_contiguous():  # column-major from _log_softmax_rows: hand back row-major
+        grad = grad.contiguous()
+    grad.mul_(grad_out)  # (N, C), softmax · g
     if label_smoothing == 0.0 and not target.is_floating_point():
         if minus_grad_out is None:
             g = torch.as_tensor(grad_out, dtype=log_p.dtype, device=log_p.device)
