@@ -84,6 +84,13 @@ def one_hot(labels: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> tor
     return out * scale if scale != 1.0 else out
 
 
+def _official_arrays(data_dir: DataDir, download: bool) -> tuple[dict[str, np.ndarray], str]:
+    """The four official files' arrays, found (or fetched) as ``resolve_data_dir`` says, and
+    the folder they came from."""
+    directory = resolve_data_dir(data_dir, download=download)
+    return load_mnist_arrays(directory, download=False), str(directory)
+
+
 def _move(ds: Dataset, device: torch.device | str) -> Dataset:
     if torch.device(device).type == "cpu":
         return ds
@@ -159,9 +166,8 @@ def fleuret(
     checked by MD5 and is bit for bit the first 1,000 records of the official files.
     """
     if full:
-        directory = resolve_data_dir(data_dir, download=download)
-        arrays = load_mnist_arrays(directory, download=False)
-        n, source = None, str(directory)
+        arrays, source = _official_arrays(data_dir, download)
+        n = None
     else:
         arrays, n, source = load_embedded(), FLEURET_SUBSET, EMBEDDED_SOURCE
     ds = fleuret_from_arrays(
@@ -221,9 +227,8 @@ def fastai(
         class indices ``(N,)`` in 0-9, as in the pickle; ``labels_*`` are the same tensors.
         To read the pickle itself, see :func:`handgrad.data.load_pickle_mnist`.
     """
-    directory = resolve_data_dir(data_dir, download=download)
-    arrays = load_mnist_arrays(directory, download=False)
-    return _move(fastai_from_arrays(arrays, dtype=dtype, source=str(directory)), device)
+    arrays, source = _official_arrays(data_dir, download)
+    return _move(fastai_from_arrays(arrays, dtype=dtype, source=source), device)
 
 
 def mnist_from_arrays(
@@ -266,9 +271,8 @@ def mnist(
         same tensors. Carve a validation set from the train part with
         :func:`handgrad.data.split_validation`, never from the test part.
     """
-    directory = resolve_data_dir(data_dir, download=download)
-    arrays = load_mnist_arrays(directory, download=False)
-    return _move(mnist_from_arrays(arrays, dtype=dtype, source=str(directory)), device)
+    arrays, source = _official_arrays(data_dir, download)
+    return _move(mnist_from_arrays(arrays, dtype=dtype, source=source), device)
 
 
 @dataclass(frozen=True)
