@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from handgrad.train.build import build_transform, make_plan
 from handgrad.train.config import TrainConfig
 from handgrad.train.loop import train
 from handgrad.train.recipes import RECIPES
+from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
 
 from .test_train_loop import interrupt_at, run_dir, without_seconds
 
@@ -31,14 +31,6 @@ SMALL = TrainConfig(
     augment="affine",
     augment_options={"shift": 1.5, "rotate": 8.0, "scale": 0.08},
 )  # 900 // 96 = 9 steps per epoch (the short last batch dropped), 18 steps
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_recipes_carry_the_researched_augmentations() -> None:

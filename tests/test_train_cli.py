@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +14,9 @@ import torch
 from handgrad.cli import train_cmd
 from handgrad.cli.main import main
 from handgrad.train import records as rec
+from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
 
 FAST = ["--model", "784-16-10", "--epochs", "2", "--batch-size", "100", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def runs(out: Path) -> list[Path]:

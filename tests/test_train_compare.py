@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,9 @@ from handgrad.train.build import load_data
 from handgrad.train.compare import FLOAT64_TOLERANCE, compare
 from handgrad.train.config import TrainConfig
 from handgrad.train.recipes import RECIPES
+from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _recipe_config(name: str) -> TrainConfig:

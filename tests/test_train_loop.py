@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,11 @@ from handgrad.train import records as rec
 from handgrad.train.build import build_model
 from handgrad.train.config import TrainConfig
 from handgrad.train.loop import RunResult, train
+from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
 
 SMALL = TrainConfig(
     model="784-32-10", batch_size=100, epochs=3, eval_every=4, valid=100, dropout=0.1
 )  # 9 steps per epoch, 27 steps; dropout so that the generator state matters
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_dir(tmp_path: Path, name: str) -> Path:

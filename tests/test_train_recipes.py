@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import safetensors.torch
-import torch
 
 from handgrad.cli.main import main
 from handgrad.reference import to_torch
@@ -17,6 +15,7 @@ from handgrad.train import records as rec
 from handgrad.train.build import build_model
 from handgrad.train.config import TrainConfig
 from handgrad.train.recipes import RECIPES
+from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 FEW = {
@@ -28,14 +27,6 @@ FEW = {
     "mnist-fast": ["--steps", "8", "--eval-every", "8", "--threads", "1"],
     "mnist-best": ["--steps", "8", "--eval-every", "8", "--threads", "1"],
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def full_data(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,14 +101,7 @@ class BatchNorm1d(Module):
         self.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x_hat, inv_std = self._x_hat, self._inv_std
-        if x_hat is None or inv_std is None:
-            raise self._not_run()
-        if grad_output.shape != x_hat.shape:
-            raise ValueError(
-                f"{label(self)}: expected grad_output of shape {tuple(x_hat.shape)}, "
-                f"got {tuple(grad_output.shape)}"
-            )
+        x_hat, inv_std = _saved(self, grad_output)
         if self.affine:
             grad_of(self.weight).add_((grad_output * x_hat).sum(0))  # (C,)
             grad_of(self.bias).add_(grad_output.sum(0))  # (C,)
@@ -193,14 +186,7 @@ class LayerNorm(Module):
         return x_hat * self.weight  # (N, *D)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x_hat, inv_std = self._x_hat, self._inv_std
-        if x_hat is None or inv_std is None:
-            raise self._not_run()
-        if grad_output.shape != x_hat.shape:
-            raise ValueError(
-                f"{label(self)}: expected grad_output of shape {tuple(x_hat.shape)}, "
-                f"got {tuple(grad_output.shape)}"
-            )
+        x_hat, inv_std = _saved(self, grad_output)
         batch_dims = tuple(range(grad_output.dim() - len(self.normalized_shape)))
         if self.elementwise_affine:
             grad_of(self.weight).add_((grad_output * x_hat).sum(batch_dims))  # (*D)
@@ -215,3 +201,17 @@ class LayerNorm(Module):
         shape = self.normalized_shape
         shown = f"({shape[0]},)" if len(shape) == 1 else str(shape)
         return f"{shown}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+def _saved(norm: BatchNorm1d | LayerNorm, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    """What the last forward kept for ``backward``, x̂ (like the input) and 1/σ; raises if
+    there was no forward or ``grad_output`` is not shaped like the input."""
+    x_hat, inv_std = norm._x_hat, norm._inv_std
+    if x_hat is None or inv_std is None:
+        raise norm._not_run()
+    if grad_output.shape != x_hat.shape:
+        raise ValueError(
+            f"{label(norm)}: expected grad_output of shape {tuple(x_hat.shape)}, "
+            f"got {tuple(grad_output.shape)}"
+        )
+    return x_hat, inv_std

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from handgrad import nn
-from handgrad.data import load_preset, split_validation
+from handgrad.data import Batches, load_preset, split_validation
 from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
 from handgrad.train.config import TrainConfig
 
@@ -301,6 +301,19 @@ def build_training_parts(
     loss = build_loss(config)
     model.flatten_parameters()
     return model, loss, build_optimizer(config, model, n_train)
+
+
+def build_batches(config: TrainConfig, data: TrainData) -> Batches:
+    """The run's training batches: ``config.batch_size`` records, shuffled (or not) from
+    ``config.seed``, the short last batch kept unless ``config.drop_last``."""
+    return Batches(
+        data.x_train,
+        data.y_train,
+        config.batch_size,
+        shuffle=config.shuffle,
+        seed=config.seed,
+        drop_last=config.drop_last,
+    )
 
 
 def build_schedule(config: TrainConfig, n_train: int, total_steps: int) -> Schedule | None:

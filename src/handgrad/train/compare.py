@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.data import Batches
 from handgrad.train.build import (
     TrainData,
+    build_batches,
     build_schedule,
     build_training_parts,
     build_transform,
@@ -161,14 +161,7 @@ def _compare(config: TrainConfig, steps: int, data: TrainData) -> Comparison:
     result = Comparison(
         config=config, tolerance=FLOAT64_TOLERANCE if config.dtype == "float64" else None
     )
-    batches = Batches(
-        data.x_train,
-        data.y_train,
-        config.batch_size,
-        shuffle=config.shuffle,
-        seed=config.seed,
-        drop_last=config.drop_last,
-    )
+    batches = build_batches(config, data)
     micro = plan.micro_per_step
     draws = torch.Generator().manual_seed(config.seed)  # the per-forward reseeds
     for step in range(steps):

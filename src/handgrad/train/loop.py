@@ -44,7 +44,6 @@ import torch
 from torch import Tensor
 
 from handgrad import nn
-from handgrad.data import Batches
 from handgrad.errors import HandgradError
 from handgrad.optim import Optimizer
 from handgrad.train import records as rec
@@ -53,6 +52,7 @@ from handgrad.train.build import (
     Plan,
     TrainData,
     TrainLoss,
+    build_batches,
     build_schedule,
     build_training_parts,
     build_transform,
@@ -326,14 +326,7 @@ def _train(
     if transform is None:
         transform = build_transform(config)
     engine = make_engine(config, model, loss, opt)
-    batches = Batches(
-        data.x_train,
-        data.y_train,
-        config.batch_size,
-        shuffle=config.shuffle,
-        seed=config.seed,
-        drop_last=config.drop_last,
-    )
+    batches = build_batches(config, data)
     state = _State(
         step=0,
         interval_start=0,
