@@ -1,6 +1,14 @@
 """Median time per training step: handgrad against torch autograd, interleaved in one process.
 
-A step is what each user writes (same data, same batches, same initial weights):
+The headline is the plain step, as a user writes it (same data, same batches, same initial
+weights, 784-100-10 ReLU, cross-entropy, Adam, 1 thread, batches 1, 32 and 128):
+
+- handgrad plain: ``opt.zero_grad(); loss(model(xb), yb); model.backward(loss.backward());
+  opt.step()`` on ``nn.mlp(spec, "relu")`` and ``handgrad.optim.Adam(model.parameters())``,
+  nothing tuned (no ``flatten_parameters``, no ``input_grad`` switch);
+- torch: ``opt.zero_grad(); loss(model(xb), yb).backward(); opt.step()`` (below).
+
+Beside it, the tuned figures (``--headline`` runs only the headline rows):
 
 - handgrad: ``out = model(xb); loss(out, yb); model.backward(loss.backward()); opt.step();
   opt.zero_grad()`` on ``nn.mlp(spec, "relu").flatten_parameters()`` with
@@ -19,6 +27,7 @@ the same shape when MNIST is not found, which the output says), cycled.
 Usage:
     .venv/bin/python bench/step.py --data /path/to/mnist            # the full run, ~5 min
     .venv/bin/python bench/step.py --quick                          # 784-100-10, Adam, 1 thread
+    .venv/bin/python bench/step.py --headline                       # the plain step, b 1/32/128
     .venv/bin/python bench/step.py --batch 1 32 --threads 1 --model 784-100-10 --optim adam
 """
 
@@ -129,6 +138,24 @@ def handgrad_step(spec: str, optim: str | None, batches: list[Batch], seed: int 
     return step
 
 
+def plain_step(spec: str, optim: str, batches: list[Batch], seed: int = 0) -> Step:
+    """The step as a user writes it: an untuned ``nn.mlp`` and the optimizer's defaults."""
+    torch.manual_seed(seed)
+    model = nn.mlp(spec, "relu")
+    loss = nn.CrossEntropyLoss()
+    opt = handgrad.optim.make_optimizer(optim, model.parameters(), lr=LR[optim])
+    data = itertools.cycle(batches)
+
+    def step() -> None:
+        xb, yb = next(data)
+        opt.zero_grad()
+        loss(model(xb), yb)
+        model.backward(loss.backward())
+        opt.step()
+
+    return step
+
+
 def torch_optimizer(optim: str, params: Any, fused: bool) -> torch.optim.Optimizer:
     kind = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optim]
     if fused:
@@ -178,6 +205,8 @@ def contenders(spec: str, optim: str | None, batches: list[Batch]) -> dict[str, 
         "handgrad": handgrad_step(spec, optim, batches),
         "torch": torch_step(spec, optim, batches),
     }
+    if optim is not None:
+        steps["handgrad plain"] = plain_step(spec, optim, batches)
     if optim is not None and fused_available(optim):
         steps["torch fused"] = torch_step(spec, optim, batches, fused=True)
     return steps
@@ -297,11 +326,19 @@ def main() -> None:
         action="store_true",
         help="only the targets' row: 784-100-10, Adam, 1 thread, 2 s per configuration",
     )
+    parser.add_argument(
+        "--headline",
+        action="store_true",
+        help="only the plain step's rows: 784-100-10, Adam, 1 thread, batches 1, 32, 128",
+    )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the phase breakdown")
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/step.json)")
     args = parser.parse_args()
     if args.quick:
         args.model, args.optim, args.threads, args.budget = [TARGET_MODEL], ["adam"], [1], 2.0
+    if args.headline:
+        args.model, args.optim, args.threads = [TARGET_MODEL], ["adam"], [1]
+        args.batch, args.no_breakdown = [1, 32, 128], True
 
     machine = machine_info(args.threads)
     x, y, source = get_data(data_dir(args.data), args.random)
@@ -341,6 +378,12 @@ def main() -> None:
                         TARGET_THREADS,
                     ):
                         target = TARGETS.get(batch)
+                    plain = ratios.get("handgrad plain")
+                    plain_vs_torch = (
+                        None
+                        if plain is None
+                        else paired_ratio(times["torch"], times["handgrad plain"])
+                    )
                     met = None if target is None else ratios["torch"] >= target
                     results.append(
                         {
@@ -350,6 +393,7 @@ def main() -> None:
                             "batch": batch,
                             "us_per_step": stats,
                             "torch_over_handgrad": ratios["torch"],
+                            "torch_over_handgrad_plain": plain_vs_torch,
                             "fused_over_handgrad": ratios.get("torch fused"),
                             "ratio_of_medians": of_medians,
                             "cpu_us_per_step": {n: summary(ts) for n, ts in cpu.items()},
@@ -364,6 +408,8 @@ def main() -> None:
                         spec,
                         optim or "fwd+bwd",
                         f"{batch:,}",
+                        fmt_us(stats["handgrad plain"]["median_us"]) if plain else "-",
+                        f"{plain_vs_torch:.2f}x" if plain_vs_torch else "-",
                         fmt_us(hg),
                         fmt_us(stats["torch"]["median_us"]),
                         fmt_us(fused["median_us"]) if fused else "-",
@@ -378,7 +424,8 @@ def main() -> None:
                     print(format_table(HEADERS, [row]).splitlines()[-1], flush=True)
 
     print(
-        "\nus per step: median of interleaved rounds (wall clock); vs: median over rounds of "
+        "\nplain: the step as a user writes it (no tuning); torch/plain: the headline ratio. "
+        "us per step: median of interleaved rounds (wall clock); vs: median over rounds of "
         "torch / handgrad in the same round; vs torch, cpu: the same from the thread's CPU "
         f"time (1 thread), blind to time spent descheduled by other jobs ({source})"
     )
@@ -414,6 +461,8 @@ HEADERS = [
     "model",
     "optim",
     "batch",
+    "plain us",
+    "torch/plain",
     "handgrad us",
     "torch us",
     "torch fused us",
