@@ -5,7 +5,7 @@ The three trainers learn the same network with the same recipe, one thread each:
 - **handgrad**: ``nn.mlp(spec, "relu")`` flattened, ``handgrad.optim.Adam``, the hand-written
   step;
 - **autograd**: the same model's ``torch.nn`` twin with ``torch.optim.Adam`` and
-  ``.backward()`` (``handgrad.reference_engine.AutogradEngine``, the ``--engine autograd`` of
+  ``.backward()`` (``handgrad.train.engines.AutogradEngine``, the ``--engine autograd`` of
   ``handgrad train``); it starts from the same weights and sees the same batches;
 - **sklearn**: ``MLPClassifier(hidden_layer_sizes=(H,), activation="relu", solver="adam",
   alpha=0, batch_size=B, learning_rate_init=lr)`` trained with one ``partial_fit`` per
@@ -130,12 +130,12 @@ class AutogradTrainer(Trainer):
         self.step: Callable[[], object]
         self.predict: Callable[[Tensor], Tensor]
         try:
-            from handgrad.reference_engine import AutogradEngine
+            from handgrad.train.engines import AutogradEngine
 
             engine = AutogradEngine(model, loss, opt)
             self.forward_backward, self.step = engine.forward_backward, engine.step
             self.predict = engine.predict
-            self.note = "handgrad.reference_engine.AutogradEngine (torch.optim.Adam, for-loop)"
+            self.note = "handgrad.train.engines.AutogradEngine (torch.optim.Adam, for-loop)"
         except ImportError:
             from handgrad.reference import to_torch
 

@@ -12,10 +12,10 @@ import torch
 from handgrad.cli.main import main
 from handgrad.data.augment import Augment
 from handgrad.train import records as rec
-from handgrad.train.build import build_transform, make_plan
 from handgrad.train.config import TrainConfig
 from handgrad.train.loop import train
 from handgrad.train.recipes import RECIPES
+from handgrad.train.steps import build_plan, build_transform
 from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
 
 from .test_train_loop import interrupt_at, run_dir, without_seconds
@@ -59,8 +59,8 @@ def test_transform_is_a_function_of_seed_and_batch_index() -> None:
 
 
 def test_drop_last_plans_whole_batches_only() -> None:
-    assert make_plan(SMALL, 900).batches_per_epoch == 9
-    assert make_plan(SMALL.replace(drop_last=False), 900).batches_per_epoch == 10
+    assert build_plan(SMALL, 900).batches_per_epoch == 9
+    assert build_plan(SMALL.replace(drop_last=False), 900).batches_per_epoch == 10
 
 
 @pytest.mark.parametrize(

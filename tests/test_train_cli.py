@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from handgrad.cli import train_cmd
+from handgrad.cli import train_cmd, train_output
 from handgrad.cli.main import main
 from handgrad.train import records as rec
 from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
@@ -85,14 +85,14 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(
     out = tmp_path / "runs"
     args = ["train", "--out", str(out), "--no-plots", *FAST, "--dropout", "0.2"]
     assert main([*args, "--name", "whole"]) == 0
-    original = train_cmd.Reporter.step
+    original = train_output.Reporter.step
 
-    def step(self: train_cmd.Reporter, done: int) -> None:
+    def step(self: train_output.Reporter, done: int) -> None:
         original(self, done)
         if done == 13:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(train_cmd.Reporter, "step", step)
+    monkeypatch.setattr(train_output.Reporter, "step", step)
     assert main([*args, "--name", "cut"]) == train_cmd.EXIT_INTERRUPTED
     text = capsys.readouterr().out
     cut = next(r for r in runs(out) if r.name.startswith("cut-"))

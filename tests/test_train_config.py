@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from handgrad.errors import HandgradError
-from handgrad.train.build import check_config, make_plan
+from handgrad.train.build import check_config
 from handgrad.train.config import TrainConfig
 from handgrad.train.recipes import RECIPES
+from handgrad.train.steps import build_plan
 
 
 @pytest.mark.parametrize(
@@ -93,7 +94,7 @@ def test_bad_values(changes: dict[str, object], message: str) -> None:
 
 def test_batch_size_larger_than_the_data() -> None:
     with pytest.raises(ValueError, match="batch_size 1000 is larger than the 900 training records"):
-        make_plan(TrainConfig(batch_size=1000), 900)
+        build_plan(TrainConfig(batch_size=1000), 900)
 
 
 def test_fingerprint_ignores_names_but_not_settings() -> None:
@@ -104,9 +105,9 @@ def test_fingerprint_ignores_names_but_not_settings() -> None:
 
 
 def test_plan_counts_steps() -> None:
-    plan = make_plan(TrainConfig(batch_size=64, epochs=3), 900)
+    plan = build_plan(TrainConfig(batch_size=64, epochs=3), 900)
     assert (plan.batches_per_epoch, plan.steps_per_epoch, plan.total_steps) == (15, 15, 45)
     assert plan.eval_every == 15 and plan.checkpoint_every == 15
-    fleuret = make_plan(RECIPES["fleuret-practical3"].config, 1000)
+    fleuret = build_plan(RECIPES["fleuret-practical3"].config, 1000)
     assert (fleuret.micro_per_step, fleuret.steps_per_epoch, fleuret.total_steps) == (1000, 1, 200)
-    assert make_plan(TrainConfig(batch_size=None, steps=7), 900).batch_size == 900
+    assert build_plan(TrainConfig(batch_size=None, steps=7), 900).batch_size == 900

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from handgrad.train.compare import FLOAT64_TOLERANCE, Comparison, compare
+from handgrad.train.compare import FLOAT64_TOLERANCE, EngineComparison, compare
 from handgrad.train.config import TrainConfig
 from handgrad.train.recipes import RECIPES, get_recipe
 from handgrad.train.records import atomic_write, check_writable, new_run_dir
@@ -61,7 +61,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return config.replace(**changes) if changes else config
 
 
-def plot_divergence(results: list[Comparison], path: Path) -> Path:
+def plot_divergence(results: list[EngineComparison], path: Path) -> Path:
     """Loss and parameter differences against the step (log scale), one line per dtype."""
     import matplotlib
 
@@ -93,7 +93,7 @@ def plot_divergence(results: list[Comparison], path: Path) -> Path:
     return path
 
 
-def _summary(result: Comparison) -> str:
+def _summary(result: EngineComparison) -> str:
     lh, la = result.loss_handgrad[-1], result.loss_autograd[-1]
     if result.tolerance is None:
         verdict = "reported"

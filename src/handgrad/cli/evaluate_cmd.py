@@ -6,7 +6,6 @@ import argparse
 
 import torch
 
-from handgrad.cli.train_cmd import reject_unknown_here
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
 from handgrad.train.build import build_loss, load_data, model_from_state
@@ -28,7 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", metavar="DIR", help="where runs are (default ./runs)")
     p.add_argument("--data", dest="data_dir", metavar="DIR", help="folder with the MNIST files")
     p.set_defaults(func=run)
-    reject_unknown_here(p)
 
 
 def format_confusion(matrix: torch.Tensor) -> str:

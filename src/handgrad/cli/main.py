@@ -4,32 +4,62 @@ Each command lives in its own module under ``handgrad.cli`` and exposes
 ``register(subparsers) -> None``, which adds its sub-parser and sets ``func`` (a callable
 ``(argparse.Namespace) -> int`` returning the exit code) with ``set_defaults``. This file only
 wires them together and turns errors meant for people into one line and a non-zero exit.
+
+``COMMANDS`` holds each command's one-line help, so ``handgrad --help`` lists them without
+importing any command module; only the command named on the line is imported and registered
+(the others stay placeholders). ``train_cmd`` and ``recipes_cmd`` do not import torch at their
+top, so ``handgrad --help``, ``handgrad train --help``, their usage errors and ``handgrad
+recipes`` answer at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from handgrad.cli.parser import Parser, UsageError
 from handgrad.errors import HandgradError
 
-# Modules under handgrad.cli that define commands, in the order `handgrad --help` lists them.
-COMMAND_MODULES = (
-    "train_cmd",
-    "evaluate_cmd",
-    "predict_cmd",
-    "recipes_cmd",
-    "compare_cmd",
-    "check_cmd",
-    "data_cmd",
-    "smoke_cmd",
-)
+# Command name -> (module under handgrad.cli, one-line help), in the order --help lists them.
+COMMANDS = {
+    "train": (
+        "train_cmd",
+        "train a model (the default run, a recipe, a config file) or resume a run",
+    ),
+    "evaluate": ("evaluate_cmd", "a run's test accuracy, loss and confusion matrix"),
+    "predict": ("predict_cmd", "classify image files or test-set images with a run's model"),
+    "recipes": ("recipes_cmd", "list the seed recipes and the figures they are expected to reach"),
+    "compare": (
+        "compare_cmd",
+        "train with handgrad and with torch autograd side by side, step by step",
+    ),
+    "check": ("check_cmd", "check hand-written gradients and name the faulty layer"),
+    "data": ("data_cmd", "MNIST: where it comes from, verify checksums, show digits"),
+}
 
 
-def build_parser() -> Parser:
-    """Build the full parser from every command module that is present."""
+class _Commands(argparse._SubParsersAction):
+    """Sub-parsers whose one-line help is always the one in ``COMMANDS``."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        kwargs["help"] = COMMANDS[name][1] if name in COMMANDS else kwargs.get("help")
+        return super().add_parser(name, **kwargs)
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command named on the line (the first word that is not an option), if any."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
+    """The parser: the command ``argv`` names fully registered (every command when ``argv`` is
+    None), the others as placeholders that only list their help."""
     parser = Parser(
         prog="handgrad",
         description="Neural networks with hand-written backward passes, proved right.",
@@ -37,21 +67,22 @@ def build_parser() -> Parser:
     from handgrad import __version__
 
     parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"handgrad.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"handgrad.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=Parser, action=_Commands
+    )
+    wanted = None if argv is None else _command_word(argv)
+    for name, (module_name, _) in COMMANDS.items():
+        if argv is None or name == wanted:
+            importlib.import_module(f"handgrad.cli.{module_name}").register(sub)
+        else:
+            sub.add_parser(name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (0 success, 1 failure, 2 bad input)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
         if getattr(args, "func", None) is None:

@@ -22,9 +22,6 @@ class UsageError(Exception):
         self.prog = prog
 
 
-closest = did_you_mean
-
-
 class Parser(argparse.ArgumentParser):
     """ArgumentParser that raises ``UsageError`` with one readable line instead of exiting."""
 
@@ -32,14 +29,14 @@ class Parser(argparse.ArgumentParser):
         m = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if m:
             choices = re.findall(r"'?([^',\s]+)'?", m.group(3))
-            message = f"argument {m.group(1)}: invalid choice '{m.group(2)}'" + closest(
+            message = f"argument {m.group(1)}: invalid choice '{m.group(2)}'" + did_you_mean(
                 m.group(2), choices
             )
         m = re.match(r"unrecognized arguments: (.*)", message)
         if m:
             first = m.group(1).split()[0]
             options = [s for a in self._actions for s in a.option_strings]
-            message = f"unrecognized argument {first}" + closest(first.split("=")[0], options)
+            message = f"unrecognized argument {first}" + did_you_mean(first.split("=")[0], options)
         raise UsageError(f"{self.prog}: {message}", self.prog)
 
     def parse_known_args(  # type: ignore[override]
@@ -68,7 +65,8 @@ class Parser(argparse.ArgumentParser):
             if len(name) > 2 and not name.startswith("--") and name[:2] in options:
                 continue  # -n5 style
             raise UsageError(
-                f"{self.prog}: unrecognized argument {name}" + closest(name, options), self.prog
+                f"{self.prog}: unrecognized argument {name}" + did_you_mean(name, options),
+                self.prog,
             )
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:

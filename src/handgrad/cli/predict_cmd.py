@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from handgrad.cli.train_cmd import reject_unknown_here
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
 from handgrad.train.build import load_data, model_from_state, pixels_to_input
@@ -40,7 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", metavar="DIR", help="where runs are (default ./runs)")
     p.add_argument("--data", dest="data_dir", metavar="DIR", help="folder with the MNIST files")
     p.set_defaults(func=run)
-    reject_unknown_here(p)
 
 
 def read_image(path: Path, invert: str) -> np.ndarray:

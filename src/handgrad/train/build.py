@@ -1,22 +1,26 @@
 """From a ``TrainConfig`` to the things a run needs: data, model, loss, optimizer, schedule.
 
 Each function is usable on its own (``handgrad compare`` and the tests build models and data
-the way a run does), and each checks what it can with a one-line error::
+the way a run does)::
 
+    check_config(config)                         # once, at the entry point: every field
     data = load_data(config)                     # TrainData: train / valid / test tensors
     model = build_model(config)                  # seeds torch with config.seed, then draws
     loss = build_loss(config)
     model.flatten_parameters()
     opt = build_optimizer(config, model, data.n_train)
-    plan = make_plan(config, data.n_train)       # steps per epoch, total, eval, checkpoints
+    plan = build_plan(config, data.n_train)      # handgrad.train.steps
     schedule = build_schedule(config, data.n_train, plan.total_steps)  # None: constant lr
+
+Naming: ``build_*(config, ...)`` makes a run's part from a config; ``make_*(name, **kwargs)``
+(``handgrad.optim.make_optimizer``, ``make_schedule``, ``handgrad.data.make_augment``) makes
+a thing from its registered name. The builders do not validate the config again: the entry
+points (``train``, ``compare``, ``handgrad train``) call ``check_config`` once.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,47 +29,13 @@ from torch import Tensor
 
 from handgrad import nn
 from handgrad.data import Batches, load_preset, split_validation
+from handgrad.data.presets import N_CLASSES, N_FEATURES, one_hot
 from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
 from handgrad.train.config import TrainConfig
+from handgrad.train.steps import Plan, build_plan, build_transform
 
-N_CLASSES = 10
-N_PIXELS = 784
-
-# A transform applied to each training batch before the forward pass:
-# (xb, yb, batch_index) -> (xb, yb), batch_index counting micro-batches from the run's start.
-# Drawing its randomness from a generator seeded by (config.seed, batch_index), as Batches does
-# with (seed, epoch), makes it a pure function of the position, so resumed runs stay exact.
-BatchTransform = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
-
-
-AUGMENT_STREAM = 0xA06  # keeps the augmentation's seeds apart from other (seed, i) streams
-
-
-def augment_transform(config: TrainConfig) -> BatchTransform:
-    """The config's ``handgrad.data.augment`` transform (``augment`` + ``augment_options``).
-
-    Batch ``i`` draws its random numbers from a generator seeded by ``(config.seed, i)`` alone
-    (a stream apart from the batch order's ``(seed, epoch)``), so a resumed run, the autograd
-    engine and ``handgrad compare`` all see the very same augmented batches.
-    """
-    aug = config.augmentation()
-
-    def transform(xb: Tensor, yb: Tensor, batch_index: int) -> tuple[Tensor, Tensor]:
-        stream = np.random.SeedSequence([config.seed, AUGMENT_STREAM, batch_index])
-        high, low = stream.generate_state(2, np.uint32)
-        generator = torch.Generator(device="cpu").manual_seed(int(high) << 32 | int(low))
-        return aug(xb, generator), yb
-
-    return transform
-
-
-# Data augmentations by config name: a factory from the config to a transform (None: off).
-AUGMENTATIONS: dict[str, Callable[[TrainConfig], BatchTransform] | None] = {
-    "none": None,
-    "shift": augment_transform,
-    "affine": augment_transform,
-    "elastic": augment_transform,
-}
+# The inputs a config's model must take (MNIST's 28 x 28 pixels).
+N_PIXELS = N_FEATURES
 
 
 @dataclass
@@ -92,28 +62,6 @@ class TrainData:
         return len(self.x_train)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """How a run's steps are laid out.
-
-    Attributes:
-        batch_size: records per micro-batch.
-        batches_per_epoch: micro-batches in one pass over the training set.
-        micro_per_step: micro-batches whose gradients one optimizer step accumulates.
-        steps_per_epoch: optimizer steps per pass.
-        total_steps: optimizer steps in the run.
-        eval_every, checkpoint_every: in optimizer steps.
-    """
-
-    batch_size: int
-    batches_per_epoch: int
-    micro_per_step: int
-    steps_per_epoch: int
-    total_steps: int
-    eval_every: int
-    checkpoint_every: int
-
-
 def resolve_targets(config: TrainConfig) -> str:
     """The target kind: ``class`` indices, ``onehot`` rows, or the digit ``value`` (N, 1)."""
     if config.targets != "auto":
@@ -128,7 +76,8 @@ def _widths(config: TrainConfig) -> list[int]:
 
 
 def check_config(config: TrainConfig) -> None:
-    """Check that model, loss and targets fit together (no data needed).
+    """Check every field (``config.validate()``) and that model, loss and targets fit together
+    (no data needed): the one check of a run, made at its entry point.
 
     Raises:
         ValueError: one line naming the mismatch.
@@ -162,7 +111,6 @@ def load_data(config: TrainConfig) -> TrainData:
         HandgradError: the data cannot be found or read.
         ValueError: a bad split size.
     """
-    check_config(config)
     kind = resolve_targets(config)
     dtype = config.torch_dtype()
     if config.preset == "fleuret":
@@ -191,9 +139,7 @@ def load_data(config: TrainConfig) -> TrainData:
             return labels.to(dtype).unsqueeze(1)  # (N, 1)
         if preset_y.dim() == 2:
             return preset_y  # (N, C), the preset's own one-hot rows
-        rows = torch.zeros(len(labels), N_CLASSES, dtype=dtype, device=labels.device)  # (N, C)
-        rows.scatter_(1, labels.view(-1, 1), 1.0)
-        return rows * config.target_scale if config.target_scale != 1.0 else rows
+        return one_hot(labels.cpu(), dtype, config.target_scale).to(labels.device)  # (N, C)
 
     y_train = targets(ds.labels_train, ds.y_train)
     y_test = targets(ds.labels_test, ds.y_test)
@@ -236,7 +182,6 @@ def _given(t: Tensor | None) -> Tensor:
 
 def build_model(config: TrainConfig, *, seed: bool = True) -> nn.Sequential:
     """The config's MLP, drawn from ``torch.manual_seed(config.seed)`` (unless ``seed=False``)."""
-    check_config(config)
     if seed:
         torch.manual_seed(config.seed)
     return nn.mlp(
@@ -344,51 +289,6 @@ def build_schedule(config: TrainConfig, n_train: int, total_steps: int) -> Sched
     return make_schedule(config.schedule, **opts)
 
 
-def make_plan(config: TrainConfig, n_train: int) -> Plan:
-    """Lay out the run's steps for ``n_train`` training records.
-
-    Raises:
-        ValueError: the batch size exceeds the training set, or ``accumulate`` exceeds an epoch.
-    """
-    batch_size = config.batch_size if config.batch_size is not None else n_train
-    if batch_size > n_train:
-        after = " (after the validation split)" if config.valid else ""
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the {n_train} training records{after}"
-        )
-    batches = n_train // batch_size if config.drop_last else math.ceil(n_train / batch_size)
-    micro = config.accumulate if config.accumulate is not None else batches
-    if micro > batches:
-        raise ValueError(
-            f"accumulate {micro} exceeds the {batches} batches in an epoch of {n_train} records"
-        )
-    steps_per_epoch = math.ceil(batches / micro)
-    if config.steps is not None:
-        total = config.steps
-    else:
-        assert config.epochs is not None  # validate() requires one of them
-        total = config.epochs * steps_per_epoch
-    eval_every = config.eval_every or steps_per_epoch
-    return Plan(
-        batch_size=batch_size,
-        batches_per_epoch=batches,
-        micro_per_step=micro,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total,
-        eval_every=eval_every,
-        checkpoint_every=config.checkpoint_every or eval_every,
-    )
-
-
-def build_transform(config: TrainConfig) -> BatchTransform | None:
-    """The batch transform (data augmentation) the config names, or None."""
-    factory = AUGMENTATIONS[config.augment]
-    if factory is None:
-        config.augmentation()  # options with augment "none" are an error
-        return None
-    return factory(config)
-
-
 def pixels_to_input(config: TrainConfig, pixels: np.ndarray) -> Tensor:
     """Raw MNIST-style pixels ``(N, 28, 28)`` uint8 → the model's input ``(N, 784)``.
 
@@ -438,7 +338,7 @@ def preflight(config: TrainConfig, data: TrainData) -> Plan:
 
     Returns the plan. The global torch generator is left as it was.
     """
-    plan = make_plan(config, data.n_train)
+    plan = build_plan(config, data.n_train)
     with torch.random.fork_rng(devices=[]):
         model = build_model(config, seed=False)
         model.flatten_parameters()

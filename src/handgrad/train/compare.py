@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import torch
@@ -26,20 +25,20 @@ from handgrad.train.build import (
     build_batches,
     build_schedule,
     build_training_parts,
-    build_transform,
     check_config,
     load_data,
-    make_plan,
 )
 from handgrad.train.config import TrainConfig
-from handgrad.train.loop import HandgradEngine
+from handgrad.train.engines import AutogradEngine, HandgradEngine
+from handgrad.train.steps import StepBatches, build_plan, build_transform
+from handgrad.train.threads import torch_threads
 
 # Largest allowed difference of float64 trajectories (relative loss, absolute parameters).
 FLOAT64_TOLERANCE = 1e-9
 
 
 @dataclass
-class Comparison:
+class EngineComparison:
     """The step-by-step distance between the handgrad and autograd runs of one config.
 
     Attributes:
@@ -119,7 +118,7 @@ def _max_param_diff(a: dict[str, Tensor], b: dict[str, Tensor]) -> float:
     return worst
 
 
-def compare(config: TrainConfig, steps: int, *, data: TrainData | None = None) -> Comparison:
+def compare(config: TrainConfig, steps: int, *, data: TrainData | None = None) -> EngineComparison:
     """Train ``config`` with both engines for ``steps`` optimizer steps, side by side.
 
     Args:
@@ -129,7 +128,7 @@ def compare(config: TrainConfig, steps: int, *, data: TrainData | None = None) -
         data: the tensors, if already loaded.
 
     Returns:
-        The per-step differences (see :class:`Comparison`).
+        The per-step differences (see :class:`EngineComparison`).
 
     Raises:
         ValueError: ``steps`` < 1, or a config that cannot run.
@@ -137,45 +136,32 @@ def compare(config: TrainConfig, steps: int, *, data: TrainData | None = None) -
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"compare: steps must be a positive integer, got {steps!r}")
     config = config.replace(engine="handgrad")
+    if config.threads == "auto":
+        config = config.replace(threads=None)  # the comparison's figures are not timings
     check_config(config)
-    previous = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _compare(config, steps, data if data is not None else load_data(config))
-    finally:
-        torch.set_num_threads(previous)
 
 
-def _compare(config: TrainConfig, steps: int, data: TrainData) -> Comparison:
-    from handgrad.reference_engine import AutogradEngine
-
-    plan = make_plan(config, data.n_train)
+def _compare(config: TrainConfig, steps: int, data: TrainData) -> EngineComparison:
+    plan = build_plan(config, data.n_train)
     schedule = build_schedule(config, data.n_train, plan.total_steps)
-    transform = build_transform(config)
 
     # Built twice from the same seed: both engines start from the same weights.
     handgrad = HandgradEngine(*build_training_parts(config, data.n_train))
     autograd = AutogradEngine(*build_training_parts(config, data.n_train))
 
-    result = Comparison(
+    result = EngineComparison(
         config=config, tolerance=FLOAT64_TOLERANCE if config.dtype == "float64" else None
     )
-    batches = build_batches(config, data)
-    micro = plan.micro_per_step
+    batches = StepBatches(build_batches(config, data), plan, build_transform(config))
     draws = torch.Generator().manual_seed(config.seed)  # the per-forward reseeds
     for step in range(steps):
-        epoch, position = divmod(step, plan.steps_per_epoch)
-        if position == 0:
-            batch_iter = batches.epoch(epoch)
         if schedule is not None:
             schedule.apply(handgrad, min(step, plan.total_steps - 1))
             schedule.apply(autograd, min(step, plan.total_steps - 1))
         totals = [0.0, 0.0]
-        first_batch = epoch * plan.batches_per_epoch + position * micro
-        for j, (xb, yb) in enumerate(islice(batch_iter, micro)):
-            if transform is not None:
-                xb, yb = transform(xb, yb, first_batch + j)
+        for xb, yb in batches.micro_batches(step):
             seed = int(torch.randint(0, 2**62, (1,), generator=draws))
             started = time.perf_counter()
             torch.manual_seed(seed)

@@ -17,14 +17,17 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from handgrad.data.augment import AUGMENTS as AUGMENT_PRESETS
-from handgrad.data.augment import Augment
 from handgrad.errors import HandgradError, did_you_mean
-from handgrad.nn.init import INITS
-from handgrad.nn.mlp import ACTIVATIONS, NORMS
 
+if TYPE_CHECKING:
+    from handgrad.data.augment import Augment
+
+# This module imports neither torch nor the rest of handgrad, so that the command line can
+# build its parser (and answer --help) from the fields' metadata at once. The choices that
+# handgrad.nn and handgrad.data define are therefore repeated here; tests/test_train_config.py
+# checks that they are the same.
 DATA_PRESETS = ("fleuret", "fastai", "mnist")
 TARGETS = ("auto", "class", "onehot", "value")
 LOSSES = ("cross_entropy", "mse", "sum_squared")
@@ -33,11 +36,19 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "piecewise", "ninja")
 MONITORS = ("valid_error", "valid_loss")
 DTYPES = ("float32", "float64")
 ENGINES = ("handgrad", "autograd")
-AUGMENTS = tuple(AUGMENT_PRESETS)  # none, shift, affine, elastic (handgrad.data.augment)
-# Augment fields that augment_options may set (side is the image size, fixed at 28 for MNIST).
-AUGMENT_OPTIONS = tuple(f.name for f in dataclasses.fields(Augment) if f.name != "side")
+AUGMENTS = ("none", "shift", "affine", "elastic")  # handgrad.data.augment.AUGMENTS
 EVAL_TEST = ("always", "end")
 DRAW_ORDERS = ("out_in", "in_out")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "none")  # nn.mlp
+NORMS = ("none", "batchnorm", "layernorm")  # handgrad.nn.mlp.NORMS
+INITS = (
+    "torch",
+    "normal",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+)  # handgrad.nn.init.INITS
 
 # Fields that name or place a run without changing what it computes (left out of its hash).
 COSMETIC_FIELDS = ("name", "recipe", "data_dir", "download")
@@ -45,78 +56,247 @@ COSMETIC_FIELDS = ("name", "recipe", "data_dir", "download")
 # checkpoints of those runs still resume.
 LATER_FIELDS = {"augment_options": {}, "drop_last": False, "eval_test": "always"}
 
+# The command line's option groups, in the order `handgrad train --help` shows them.
+GROUPS = ("data", "model", "loss and optimizer", "length and batches", "run")
+
+
+def option(default: Any = dataclasses.MISSING, *, group: str, help: str, **meta: Any) -> Any:
+    """A config field that is also a ``handgrad train`` option (``handgrad.cli.options``).
+
+    Args:
+        default: the field's default (a dict default is copied for each config).
+        group: one of ``GROUPS``.
+        help: the option's help, without its default (the parser adds it).
+        meta: ``flag`` (default ``--field-name``; ``--no-x`` for a True bool), ``metavar``,
+            ``choices``, ``words`` (command-line words with a special value, e.g.
+            ``{"full": None}``), ``overrides`` (a field set to None when only this one is
+            given), ``resume`` (True: may accompany ``--resume``), ``default_text``.
+    """
+    metadata = {"group": group, "help": help, **meta}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. Defaults: the README's first ``handgrad train``."""
 
     # -- naming --------------------------------------------------------------------------
-    name: str = "run"  # run directory prefix: <out>/<name>-<YYYYmmdd-HHMMSS>/
+    # run directory prefix: <out>/<name>-<YYYYmmdd-HHMMSS>/
+    name: str = option("run", group="run", help="run name", default_text="the recipe's, or run")
     recipe: str | None = None  # the recipe this config was made from (informational)
 
     # -- data ----------------------------------------------------------------------------
-    preset: str = "fleuret"  # data preset: fleuret (1,000/1,000 embedded), fastai, mnist
-    full: bool = False  # fleuret: all 60,000/10,000 records instead of the embedded subset
-    data_dir: str | None = None  # folder with the MNIST files (else $HANDGRAD_DATA, cache)
-    download: bool = True  # fetch (and verify) MNIST when it is not found anywhere
-    valid: int | float = 100  # validation records carved from train: count, fraction, 0 = none
-    targets: str = "auto"  # class indices | onehot | value (digit as a float, (N, 1)) | auto
-    target_scale: float = 1.0  # one-hot targets: the value at the label (0.9 for tanh outputs)
+    preset: str = option(
+        "fleuret",
+        group="data",
+        choices=DATA_PRESETS,
+        help="data preset: fleuret (1,000/1,000 embedded), fastai, mnist",
+    )
+    full: bool = option(False, group="data", help="fleuret: all 60,000/10,000 records")
+    data_dir: str | None = option(
+        None,
+        group="data",
+        flag="--data",
+        metavar="DIR",
+        resume=True,
+        help="folder with the MNIST files (else $HANDGRAD_DATA, then the cache)",
+    )
+    download: bool = option(
+        True, group="data", help="never download MNIST (default: fetch and verify if missing)"
+    )
+    valid: int | float = option(
+        100,
+        group="data",
+        metavar="N",
+        help="validation records carved from train (a count or a fraction; 0 none)",
+    )
+    targets: str = option(
+        "auto",
+        group="data",
+        choices=TARGETS,
+        help="loss targets: class indices, onehot rows, value (the digit as a float, (N, 1))",
+    )
+    target_scale: float = option(
+        1.0, group="data", metavar="S", help="value at the label of one-hot targets (0.9 for tanh)"
+    )
 
     # -- model ---------------------------------------------------------------------------
-    model: str = "784-128-10"  # layer widths: input-hidden...-output
-    act: str = "relu"  # hidden activation: relu, leaky_relu, tanh, sigmoid, gelu, gelu_tanh
-    out_act: str = "none"  # activation after the last layer (tanh in the Fleuret/ninja seeds)
-    norm: str = "none"  # none | batchnorm | layernorm after each hidden Linear
-    dropout: float = 0.0  # dropout after each hidden activation
-    input_dropout: float = 0.0  # dropout on the input pixels
-    init: str = "torch"  # torch | normal | xavier_uniform | xavier_normal | kaiming_*
-    init_std: float | None = None  # weight std for init="normal" (1 if None)
-    bias_std: float | None = None  # draw biases from N(0, bias_std²) (else the init's default)
-    draw_order: str = "out_in"  # in_out draws W as (D_in, D_out), as notebooks doing x @ w
+    model: str = option(
+        "784-128-10", group="model", metavar="SPEC", help="layer widths: input-hidden...-output"
+    )
+    act: str = option("relu", group="model", choices=ACTIVATIONS, help="hidden activation")
+    out_act: str = option(
+        "none", group="model", choices=ACTIVATIONS, help="activation after the last layer"
+    )
+    norm: str = option(
+        "none", group="model", choices=NORMS, help="normalization after each hidden Linear"
+    )
+    dropout: float = option(
+        0.0, group="model", metavar="P", help="dropout after each hidden activation"
+    )
+    input_dropout: float = option(0.0, group="model", metavar="P", help="dropout on the input")
+    init: str = option("torch", group="model", choices=INITS, help="weight init")
+    init_std: float | None = option(
+        None, group="model", metavar="STD", help="weight std for --init normal (1 if unset)"
+    )
+    bias_std: float | None = option(
+        None, group="model", metavar="STD", help="draw biases from N(0, STD^2)"
+    )
+    draw_order: str = option(
+        "out_in",
+        group="model",
+        choices=DRAW_ORDERS,
+        help="in_out: draw W as (D_in, D_out) like x @ w notebooks",
+    )
 
     # -- loss ----------------------------------------------------------------------------
-    loss: str = "cross_entropy"  # cross_entropy | mse (mean) | sum_squared (the seeds' Σ(y-t)²)
-    label_smoothing: float = 0.0  # cross_entropy only
+    loss: str = option(
+        "cross_entropy",
+        group="loss and optimizer",
+        choices=LOSSES,
+        help="cross_entropy, mse (mean) or sum_squared (the seeds' sum of (y-t)^2)",
+    )
+    label_smoothing: float = option(
+        0.0, group="loss and optimizer", metavar="E", help="cross_entropy only"
+    )
 
     # -- optimizer and schedule ----------------------------------------------------------
-    optimizer: str = "adam"  # sgd | adam | adamw | rmsprop (torch.optim's arguments)
-    lr: float = 1e-3  # learning rate (divided by N_train when lr_per_sample)
-    lr_per_sample: bool = False  # eta = lr / N_train, as the Fleuret and ninja seeds write it
-    momentum: float | None = None  # sgd, rmsprop (None: the optimizer's default)
-    weight_decay: float | None = None  # all optimizers (None: default; adamw's is 0.01)
-    betas: tuple[float, float] | None = None  # adam, adamw
-    eps: float | None = None  # adam, adamw, rmsprop
-    nesterov: bool | None = None  # sgd
-    optimizer_options: dict[str, Any] = field(default_factory=dict)  # other keyword arguments
-    schedule: str = "constant"  # constant | step | cosine | onecycle | piecewise | ninja
-    schedule_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"warmup_steps": 100}
+    optimizer: str = option(
+        "adam",
+        group="loss and optimizer",
+        choices=OPTIMIZERS,
+        help="the optimizer (torch.optim's arguments)",
+    )
+    lr: float = option(
+        1e-3,
+        group="loss and optimizer",
+        help="learning rate (divided by N_train with --lr-per-sample)",
+    )
+    lr_per_sample: bool = option(
+        False,
+        group="loss and optimizer",
+        help="use lr / N_train (the seeds' eta = 0.1 / N)",
+    )
+    momentum: float | None = option(
+        None, group="loss and optimizer", help="sgd, rmsprop (unset: the optimizer's default)"
+    )
+    weight_decay: float | None = option(
+        None, group="loss and optimizer", help="all optimizers (unset: default; adamw's is 0.01)"
+    )
+    betas: tuple[float, float] | None = option(
+        None, group="loss and optimizer", metavar=("B1", "B2"), help="adam, adamw"
+    )
+    eps: float | None = option(None, group="loss and optimizer", help="adam, adamw, rmsprop")
+    nesterov: bool | None = option(None, group="loss and optimizer", help="sgd")
+    optimizer_options: dict[str, Any] = option(  # noqa: RUF009 (a field, copied per config)
+        {},
+        group="loss and optimizer",
+        flag="--optimizer-option",
+        help="another optimizer argument (repeatable)",
+    )
+    schedule: str = option(
+        "constant", group="loss and optimizer", choices=SCHEDULES, help="learning-rate schedule"
+    )
+    schedule_options: dict[str, Any] = option(  # noqa: RUF009 (a field, copied per config)
+        {},
+        group="loss and optimizer",
+        flag="--schedule-option",
+        help="a schedule argument, e.g. warmup_steps=100 (repeatable)",
+    )
 
     # -- length, batches, evaluation -----------------------------------------------------
-    batch_size: int | None = 64  # records per (micro-)batch; None = the full training set
-    shuffle: bool = True  # new order each epoch (from seed and epoch only)
-    accumulate: int | None = 1  # micro-batches per optimizer step; None = a whole pass
-    epochs: int | None = 20  # passes over the training set (ignored when steps is set)
-    steps: int | None = None  # optimizer steps; overrides epochs
-    eval_every: int | None = None  # steps between evaluations; None = once per epoch
-    checkpoint_every: int | None = None  # steps between checkpoints; None = at each evaluation
-    patience: int | None = None  # early stopping: evaluations without a better `monitor`
-    monitor: str = "valid_error"  # valid_error | valid_loss (needs a validation split)
-    drop_last: bool = False  # skip the last, smaller batch of each epoch
+    batch_size: int | None = option(
+        64,
+        group="length and batches",
+        metavar="N|full",
+        words={"full": None},
+        help="records per (micro-)batch; full: the whole training set",
+    )
+    shuffle: bool = option(
+        True, group="length and batches", help="keep the records' order (default: a new order "
+        "each epoch, from seed and epoch only)"
+    )  # fmt: skip
+    accumulate: int | None = option(
+        1,
+        group="length and batches",
+        metavar="N|pass",
+        words={"pass": None},
+        help="micro-batches per optimizer step; pass: a whole pass",
+    )
+    epochs: int | None = option(
+        20,
+        group="length and batches",
+        overrides="steps",
+        help="passes over the training set (ignored when steps is set)",
+    )
+    steps: int | None = option(
+        None, group="length and batches", overrides="epochs", help="optimizer steps"
+    )
+    eval_every: int | None = option(
+        None,
+        group="length and batches",
+        metavar="STEPS",
+        default_text="once per epoch",
+        help="steps between evaluations",
+    )
+    checkpoint_every: int | None = option(
+        None,
+        group="length and batches",
+        metavar="STEPS",
+        default_text="at each evaluation",
+        help="steps between checkpoints",
+    )
+    patience: int | None = option(
+        None,
+        group="length and batches",
+        metavar="EVALS",
+        help="early stopping: evaluations without a better --monitor",
+    )
+    monitor: str = option(
+        "valid_error",
+        group="length and batches",
+        choices=MONITORS,
+        help="the early-stopping figure (needs a validation split)",
+    )
+    drop_last: bool = option(
+        False, group="length and batches", help="skip the last, smaller batch of each epoch"
+    )
     # test split: "always" at every evaluation, or "end": only once, after training (every
     # earlier record has test_loss/test_error null; model choices then see no test figure)
-    eval_test: str = "always"
-    augment: str = "none"  # random transform of each training batch: none|shift|affine|elastic
-    augment_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"shift": 1.0}
+    eval_test: str = option(
+        "always",
+        group="length and batches",
+        choices=EVAL_TEST,
+        help="evaluate the test set at every evaluation, or once, at the end",
+    )
+    augment: str = option(
+        "none", group="length and batches", choices=AUGMENTS, help="augment each training batch"
+    )
+    augment_options: dict[str, Any] = option(  # noqa: RUF009 (a field, copied per config)
+        {},
+        group="length and batches",
+        flag="--augment-option",
+        help="an augmentation magnitude, e.g. shift=1.5 rotate=8 (repeatable)",
+    )
 
     # -- reproducibility and hardware ----------------------------------------------------
-    seed: int = 0  # seeds the weights (torch.manual_seed), the split and the batch order
-    dtype: str = "float32"  # float32 | float64
-    device: str = "cpu"  # torch device
-    # torch threads during the run (None: torch's default). 1 by default: these small MLPs gain
-    # little from more, a busy machine loses a lot to waiting threads, and float sums (so the
-    # exact results) can change with the thread count.
-    threads: int | None = 1
+    seed: int = option(
+        0, group="run", help="seeds the weights (torch.manual_seed), the split, the batch order"
+    )
+    dtype: str = option("float32", group="run", choices=DTYPES, help="float32 or float64")
+    device: str = option("cpu", group="run", help="torch device")
+    # torch threads during the run: None leaves torch's default; "auto" measures the fastest
+    # count on the run's own step and records it in config.json (handgrad.train.threads).
+    threads: int | str | None = option(
+        None,
+        group="run",
+        metavar="N|auto",
+        words={"0": None, "auto": "auto"},
+        default_text="torch's",
+        help="torch threads; 0: torch's default; auto: the fastest, measured on this run's step",
+    )
     engine: str = "handgrad"  # handgrad (hand-written backward) | autograd (torch reference)
 
     # -- JSON ----------------------------------------------------------------------------
@@ -224,7 +404,8 @@ class TrainConfig:
         _positive_int("eval_every", self.eval_every, none_ok=True)
         _positive_int("checkpoint_every", self.checkpoint_every, none_ok=True)
         _positive_int("patience", self.patience, none_ok=True)
-        _positive_int("threads", self.threads, none_ok=True)
+        if self.threads != "auto":
+            _positive_int("threads", self.threads, none_ok=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an int >= 0, got {self.seed!r}")
         for name in ("dropout", "input_dropout"):
@@ -268,15 +449,20 @@ class TrainConfig:
             ValueError: an unknown option (naming the closest), a bad value, or options given
                 with ``augment`` "none".
         """
+        from handgrad.data.augment import AUGMENTS as AUGMENT_PRESETS
+        from handgrad.data.augment import Augment
+
+        # The fields augment_options may set (side is the image size, fixed at 28 for MNIST).
+        allowed = tuple(f.name for f in dataclasses.fields(Augment) if f.name != "side")
         options = self.augment_options
         if not isinstance(options, dict):
             raise ValueError(f"augment_options: expected a JSON object, got {options!r}")
         for key in options:
-            if key not in AUGMENT_OPTIONS:
+            if key not in allowed:
                 raise ValueError(
                     f"augment_options: unknown key {key!r}"
-                    f"{did_you_mean(str(key), AUGMENT_OPTIONS)}; "
-                    f"choose from {', '.join(AUGMENT_OPTIONS)}"
+                    f"{did_you_mean(str(key), allowed)}; "
+                    f"choose from {', '.join(allowed)}"
                 )
         if options and self.augment == "none":
             raise ValueError(

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-N_CLASSES = 10
+from handgrad.data.presets import N_CLASSES
+
 EVAL_CHUNK = 10_000  # records per forward pass during evaluation
 
 

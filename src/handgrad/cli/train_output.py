@@ -1,0 +1,100 @@
+"""What ``handgrad train`` prints: the progress bar, the per-evaluation lines, the summaries."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from handgrad.train.recipes import Recipe, figure_text, format_record, measure
+
+if TYPE_CHECKING:
+    from handgrad.train.loop import RunResult
+
+
+class Reporter:
+    """The progress bar and per-evaluation lines of one run (nothing with --quiet)."""
+
+    def __init__(self, total: int, start: int, quiet: bool, log_format: str, label: str) -> None:
+        from tqdm import tqdm
+
+        self.quiet = quiet
+        self.log_format = log_format
+        self.bar = tqdm(
+            total=total,
+            initial=start,
+            desc=label,
+            unit="step",
+            disable=quiet or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def step(self, steps_done: int) -> None:
+        self.bar.update(1)
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        postfix = {"loss": f"{record['train_loss']:.4g}", "acc": f"{1 - record['train_error']:.1%}"}
+        if record.get("valid_error") is not None:
+            postfix["val"] = f"{1 - record['valid_error']:.1%}"
+        self.bar.set_postfix(postfix, refresh=False)
+        if not self.quiet:
+            self.bar.write(format_record(self.log_format, record), file=sys.stdout)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def summary(result: RunResult) -> str:
+    """Two lines: how the run ended, and its final figures."""
+    final = result.final
+    parts = [f"train loss {final.get('train_loss', float('nan')):.6g}"]
+    for split in ("train", "valid", "test"):
+        error = final.get(f"{split}_error")
+        if error is not None:
+            parts.append(f"{split} error {error:.2%}")
+    if final.get("test_error") is not None:
+        parts.append(f"(test accuracy {1 - final['test_error']:.2%})")
+    if final.get("test_evaluated"):
+        parts.append(f"[test set evaluated {final['test_evaluated']}]")
+    where = f" -> {result.run_dir}" if result.run_dir else ""
+    head = (
+        f"{result.config.engine}: {result.status}, {result.steps} of {result.plan.total_steps} "
+        f"steps in {result.seconds:.1f} s{where}"
+    )
+    return head + "\n  " + "  ".join(parts)
+
+
+def print_message(result: RunResult) -> None:
+    """Why the run stopped, when it did not simply finish."""
+    if result.status == "interrupted":
+        print(f"{result.message}; resume with: handgrad train --resume {result.run_dir}")
+    elif result.status == "diverged":
+        print(f"handgrad: {result.message}", file=sys.stderr)
+    elif result.status == "early_stopped":
+        print(f"  {result.message}")
+
+
+def timing_line(n: int, extra: dict[str, float]) -> str:
+    return (
+        f"  forward + loss on {n:,} images: {extra['forward_ms']:.1f} ms "
+        f"(notebook 124 ms); backward: {extra['backward_ms']:.1f} ms (notebook 279 ms); "
+        "median of 5"
+    )
+
+
+def figures_table(
+    recipe: Recipe, measured: dict[str, tuple[list[dict[str, Any]], dict[str, float]]]
+) -> str:
+    """Each of the recipe's figures: expected, then measured by each engine."""
+    engines = list(measured)
+    lines = [f"{recipe.name}: expected vs measured"]
+    header = (
+        f"  {'figure':34s} {'expected':>12s} " + " ".join(f"{e:>12s}" for e in engines) + "  source"
+    )
+    lines.append(header)
+    for fig in recipe.figures:
+        values = [measure(fig.key, records, extra) for records, extra in measured.values()]
+        row = f"  {fig.label:34s} {figure_text(fig.expected, fig.fmt):>12s} "
+        row += " ".join(f"{figure_text(v, fig.fmt):>12s}" for v in values)
+        lines.append(row + f"  {fig.source}")
+    return "\n".join(lines)

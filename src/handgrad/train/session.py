@@ -1,0 +1,179 @@
+"""A run as ``handgrad train`` starts it: a fresh run (one engine or both) or a resumed one.
+
+The command line only parses and prints; this module does the rest, once each:
+
+- the config is checked once (``build.check_config``) and the data loaded once;
+- a fresh run is built once in full before anything is written (``build.preflight``), and
+  ``threads="auto"`` is measured once, for both engines alike;
+- a resumed run reads its ``config.json`` and its checkpoint once (a damaged one fails here,
+  before anything runs), and reuses the thread count that config records;
+- the closing timings (a recipe's ``forward_ms`` / ``backward_ms``) build their own engine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from handgrad.train import records as rec
+from handgrad.train.build import (
+    TrainData,
+    build_loss,
+    build_optimizer,
+    check_config,
+    preflight,
+)
+from handgrad.train.config import TrainConfig
+from handgrad.train.engines import ENGINES, Engine, build_engine, grad_mode
+from handgrad.train.evaluation import Record
+from handgrad.train.loop import RunResult, train
+from handgrad.train.steps import Plan, build_plan
+from handgrad.train.threads import load_with_threads, torch_threads
+
+# Exit codes: 0 done (also early stop), 1 diverged, 2 bad input, 130 interrupted.
+EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Session:
+    """What a command-line run needs before its first step.
+
+    Attributes:
+        config: the checked config (``threads`` resolved; on resume, the run's own).
+        data: the loaded tensors.
+        plan: the step plan.
+        engines: the engines to run in turn (``["handgrad", "autograd"]`` for ``both``).
+        out: where new run directories go.
+        resume_dir: the run directory to continue, or None for a fresh run.
+        checkpoint: the resumed run's checkpoint, read once.
+    """
+
+    config: TrainConfig
+    data: TrainData
+    plan: Plan
+    engines: list[str]
+    out: str
+    resume_dir: Path | None = None
+    checkpoint: rec.Checkpoint | None = None
+
+    @property
+    def start_step(self) -> int:
+        return self.checkpoint.step if self.checkpoint is not None else 0
+
+
+def fresh_session(config: TrainConfig, *, engine: str, out: str) -> Session:
+    """A new run of ``config`` on ``engine`` (``handgrad``, ``autograd`` or ``both``)."""
+    if engine not in (*ENGINES, "both"):
+        raise ValueError(f"engine: expected handgrad, autograd or both, got {engine!r}")
+    if engine != "both":
+        config = config.replace(engine=engine)
+    check_config(config)
+    rec.check_writable(out)
+    config, data = load_with_threads(config)
+    plan = preflight(config, data)
+    engines = list(ENGINES) if engine == "both" else [config.engine]
+    return Session(config=config, data=data, plan=plan, engines=engines, out=out)
+
+
+def resume_session(run: str, *, out: str, data_dir: str | None = None) -> Session:
+    """The run in directory ``run`` (or named ``run`` under ``out``), ready to continue.
+
+    Raises:
+        HandgradError: no such run, or its config or checkpoint cannot be read.
+    """
+    run_dir = rec.find_run(run, out)
+    config = TrainConfig.load(run_dir / rec.CONFIG)
+    if data_dir is not None:
+        config = config.replace(data_dir=data_dir)
+    check_config(config)
+    checkpoint = rec.load_checkpoint(run_dir / rec.CHECKPOINT)  # a damaged one fails here
+    config, data = load_with_threads(config)
+    return Session(
+        config=config,
+        data=data,
+        plan=build_plan(config, data.n_train),
+        engines=[config.engine],
+        out=out,
+        resume_dir=run_dir,
+        checkpoint=checkpoint,
+    )
+
+
+def run_dir_for(session: Session, engine: str) -> Path:
+    """The resumed run's directory, or a new one (``<name>-<engine>`` when the session runs
+    both engines)."""
+    if session.resume_dir is not None:
+        return session.resume_dir
+    name = session.config.name
+    return rec.new_run_dir(session.out, name if len(session.engines) == 1 else f"{name}-{engine}")
+
+
+def run_engine(
+    session: Session,
+    engine: str,
+    run_dir: Path,
+    *,
+    on_step: Callable[[int], None] | None = None,
+    on_eval: Callable[[Record], None] | None = None,
+) -> RunResult:
+    """Train the session's config on ``engine``, writing into ``run_dir``."""
+    config = session.config.replace(engine=engine)
+    return train(
+        config,
+        run_dir=run_dir,
+        resume=session.resume_dir is not None,
+        data=session.data,
+        on_step=on_step,
+        on_eval=on_eval,
+        checkpoint=session.checkpoint,
+        checked=True,
+    )
+
+
+def closing_timings(result: RunResult) -> dict[str, float]:
+    """A recipe's closing figures: one forward (with the loss) and one backward on the whole
+    training set, in milliseconds, on a fresh engine holding the run's final weights."""
+    config, data = result.config, result.data
+    engine = build_engine(
+        config,
+        result.model,
+        build_loss(config),
+        build_optimizer(config, result.model, data.n_train),
+    )
+    with torch_threads(config.threads):
+        forward, backward = time_forward_backward(engine, data.x_train, data.y_train)
+    return {"forward_ms": 1000 * forward, "backward_ms": 1000 * backward}
+
+
+def time_forward_backward(
+    engine: Engine, x: Tensor, y: Tensor, repeats: int = 5
+) -> tuple[float, float]:
+    """Median wall seconds of one forward (with the loss) and one backward on all of ``x``,
+    as the fastai notebooks time ``model(x_train, y_train)`` and ``model.backward()``."""
+    forward, backward = [], []
+    with grad_mode(engine):
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            engine.forward_loss(x, y)
+            t1 = time.perf_counter()
+            engine.backward_last()
+            t2 = time.perf_counter()
+            engine.zero_grad()
+            forward.append(t1 - t0)
+            backward.append(t2 - t1)
+    return statistics.median(forward), statistics.median(backward)
+
+
+def exit_code(result: RunResult) -> int:
+    """0 completed or early-stopped, 1 diverged, 130 interrupted."""
+    if result.status == "interrupted":
+        return EXIT_INTERRUPTED
+    if result.status == "diverged":
+        return EXIT_DIVERGED
+    return 0
