@@ -121,7 +121,7 @@ def test_resume_is_exact_with_a_real_augmentation(tmp_path: Path) -> None:
 def test_test_set_is_evaluated_once_at_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import handgrad.train.loop as loop
+    import handgrad.train.evaluation as loop
 
     sizes: list[int] = []
     original = loop.evaluate_split
