@@ -151,7 +151,7 @@ _add(
             "N_train; targets one-hot scaled by 0.9 as the practical asks (the seed notebook "
             "scaled the *inputs* by 0.9 instead and so stayed at 88.3% train / 90.1% test "
             "error). The 1,000/1,000 subset (--full for 60,000/10,000). Per-sample passes are "
-            "slow in Python (about 0.1-0.2 s each here), so the default is 200 passes, the "
+            "slow in Python (see bench/README.md), so the default is 200 passes, the "
             "seed's count; the practical itself runs 1,000 (--epochs 1000)."
         ),
         config=TrainConfig(
