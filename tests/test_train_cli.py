@@ -248,3 +248,36 @@ def test_pixels_of_an_image_file_match_the_preset() -> None:
     config = TrainConfig()
     pixels = load_embedded()["test_images"][:5].astype(np.uint8)
     assert torch.equal(pixels_to_input(config, pixels), load_data(config).x_test[:5])
+
+
+def test_resume_reads_the_checkpoint_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), "--no-plots", *FAST]) == 0
+    (run,) = runs(out)
+    reads: list[Path] = []
+    original = rec.load_checkpoint
+
+    def counting(path: Path) -> rec.Checkpoint:
+        reads.append(path)
+        return original(path)
+
+    monkeypatch.setattr(rec, "load_checkpoint", counting)
+    assert main(["train", "--resume", str(run), "--quiet", "--no-plots"]) == 0
+    assert reads == [run / rec.CHECKPOINT]
+
+
+def test_the_config_is_validated_once_per_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handgrad.train.config import TrainConfig
+
+    calls: list[int] = []
+    original = TrainConfig.validate
+
+    def counting(self: TrainConfig) -> TrainConfig:
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(TrainConfig, "validate", counting)
+    assert main(["train", "--out", str(tmp_path / "runs"), "--no-plots", *FAST]) == 0
+    assert len(calls) == 1

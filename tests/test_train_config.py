@@ -111,3 +111,31 @@ def test_plan_counts_steps() -> None:
     fleuret = build_plan(RECIPES["fleuret-practical3"].config, 1000)
     assert (fleuret.micro_per_step, fleuret.steps_per_epoch, fleuret.total_steps) == (1000, 1, 200)
     assert build_plan(TrainConfig(batch_size=None, steps=7), 900).batch_size == 900
+
+
+def test_the_configs_choices_are_those_nn_and_data_define() -> None:
+    # config.py repeats them so that the command line can read them without importing torch.
+    from handgrad.data.augment import AUGMENTS
+    from handgrad.nn.init import INITS
+    from handgrad.nn.mlp import ACTIVATIONS, NORMS
+    from handgrad.train import config
+
+    assert config.ACTIVATIONS == ACTIVATIONS and config.NORMS == NORMS
+    assert config.INITS == INITS and tuple(AUGMENTS) == config.AUGMENTS
+
+
+def test_every_option_field_becomes_a_train_option() -> None:
+    import dataclasses
+
+    from handgrad.cli.main import build_parser
+
+    parser = build_parser(["train"])
+    args = parser.parse_args(["train", "--threads", "auto", "--batch-size", "full", "--no-shuffle"])
+    assert (args.threads, args.batch_size, args.shuffle) == ("auto", None, False)
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()  # type: ignore[union-attr]
+    for f in dataclasses.fields(TrainConfig):
+        if "group" in f.metadata:
+            flag = f.metadata.get(
+                "flag", ("--no-" if f.default is True else "--") + f.name.replace("_", "-")
+            )
+            assert flag in help_text, flag

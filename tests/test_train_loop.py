@@ -279,3 +279,26 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path: Path) -> None:
     with pytest.raises(HandgradError, match=r"checkpoint\.safetensors: damaged checkpoint, does"):
         train(config, run_dir=path, resume=True)
     assert len(rec.read_metrics(path)) == 1  # the records were left as they were
+
+
+def test_threads_auto_measures_and_records_the_count(tmp_path: Path) -> None:
+    import torch
+
+    config = TrainConfig(model="784-8-10", steps=2, eval_every=2, batch_size=50, threads="auto")
+    before = torch.get_num_threads()
+    result = train(config, run_dir=run_dir(tmp_path, "auto"))
+    chosen = result.config.threads
+    assert isinstance(chosen, int) and 1 <= chosen <= before
+    saved = TrainConfig.load(tmp_path / "auto" / rec.CONFIG)
+    assert saved.threads == chosen  # a resumed run reuses the recorded count
+    assert torch.get_num_threads() == before  # restored
+
+
+def test_a_run_restores_the_thread_count(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    config = TrainConfig(model="784-8-10", steps=1, batch_size=50, threads=2)
+    train(config, on_step=lambda _: seen.append(torch.get_num_threads()))
+    assert seen == [2] and torch.get_num_threads() == before
