@@ -284,8 +284,15 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit(tmp_path: Path) -> None:
 def test_threads_auto_measures_and_records_the_count(tmp_path: Path) -> None:
     import torch
 
+    from handgrad.train.build import load_data
+    from handgrad.train.threads import probe_threads
+
     config = TrainConfig(model="784-8-10", steps=2, eval_every=2, batch_size=50, threads="auto")
+    torch.set_num_threads(2)  # the fixture restores the count after the test
     before = torch.get_num_threads()
+    seconds = probe_threads(config, load_data(config), steps=2, repeats=1)
+    assert set(seconds) == {1, 2} and all(s > 0 for s in seconds.values())
+    assert torch.get_num_threads() == before
     result = train(config, run_dir=run_dir(tmp_path, "auto"))
     chosen = result.config.threads
     assert isinstance(chosen, int) and 1 <= chosen <= before

@@ -73,8 +73,9 @@ def _default_text(f: dataclasses.Field[Any]) -> str | None:
     return str(f.default)
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Add one option per config field, in ``GROUPS``; unset options leave no attribute."""
+def add_config_options(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Add one option per config field, in ``GROUPS`` (returned by name, for a command's own
+    options); an option not given leaves no attribute."""
     hints = typing.get_type_hints(TrainConfig)
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in cli_fields():
@@ -97,6 +98,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
         groups[meta["group"]].add_argument(flag_of(f), **kwargs)
+    return groups
 
 
 def given_options(args: argparse.Namespace) -> list[str]:

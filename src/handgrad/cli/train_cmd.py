@@ -58,8 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--resume", metavar="RUN", help="continue the run in RUN from its checkpoint"
     )
-    options.add_config_options(p)
-    g = p.add_argument_group("output")
+    g = options.add_config_options(p)["run"]
     g.add_argument(
         "--engine",
         choices=("handgrad", "autograd", "both"),
@@ -110,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         session = ses.fresh_session(
             config, engine=getattr(args, "engine", config.engine), out=args.out
         )
+        if config.threads == "auto":
+            print(f"threads: auto chose {session.config.threads} (recorded in config.json)")
     log_format = recipe.log_format if recipe else DEFAULT_LOG
     timing = bool(recipe and recipe.timing and session.resume_dir is None)
     measured: dict[str, tuple[list[dict[str, Any]], dict[str, float]]] = {}
