@@ -15,15 +15,12 @@ published for it, so only its structure is checked).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from handgrad.data.safe_pickle import load_pickle_mnist
+from handgrad.data.inspect import Loaded, load_for_inspection, origin_of
 from handgrad.data.sources import (
     EMBEDDED_SOURCE,
     ENV_VAR,
@@ -32,64 +29,15 @@ from handgrad.data.sources import (
     cache_dir,
     check_embedded,
     locate_data_dir,
-    read_mnist_dir,
-    resolve_data_dir,
     verify_files,
 )
 from handgrad.errors import HandgradError
 
 
-@dataclass
-class Loaded:
-    """Splits read for a command, with where they came from and their checksum verdicts.
-
-    ``splits`` maps 'train', 'test' (and 'valid' for a pickle) to ``(images, labels)``: uint8
-    ``(N, 28, 28)`` in 0-255 from IDX files, or float ``(N, 784)`` as stored in a pickle.
-    """
-
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]
-    checks: list[FileCheck]
-    source: str
-    seconds: float
-    note: str = ""
-
-
-def _idx_splits(arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in ("train", "test")}
-
-
-def _origin(args: argparse.Namespace) -> str:
-    if args.data is not None:
-        return "--data"
-    if os.environ.get(ENV_VAR):
-        return f"${ENV_VAR}"
-    return "cache"
-
-
 def _load(args: argparse.Namespace) -> Loaded:
-    """Read the data the options select: embedded, or the full set found or downloaded."""
-    start = time.perf_counter()
-    if args.pickle is not None:
-        (train, valid, test) = load_pickle_mnist(args.pickle)
-        splits = {"train": train, "valid": valid, "test": test}
-        return Loaded(splits, [], f"{args.pickle} (pickle)", time.perf_counter() - start)
-    if not args.embedded:
-        directory = locate_data_dir(args.data)
-        origin = _origin(args)
-        if directory is None and args.download:
-            directory, origin = resolve_data_dir(download=True), "downloaded into the cache"
-        if directory is not None:
-            arrays, checks = read_mnist_dir(directory)
-            splits = _idx_splits(arrays)
-            return Loaded(splits, checks, f"{directory} ({origin})", time.perf_counter() - start)
-    arrays, checks = check_embedded()
-    note = (
-        ""
-        if args.embedded
-        else f"full MNIST not found (no --data, ${ENV_VAR} unset, cache {cache_dir()} "
-        "incomplete); using the embedded subset; add --download, or " + HOW_TO_POINT
-    )
-    return Loaded(_idx_splits(arrays), checks, EMBEDDED_SOURCE, time.perf_counter() - start, note)
+    pickle = getattr(args, "pickle", None)
+    download = getattr(args, "download", False)
+    return load_for_inspection(args.data, embedded=args.embedded, pickle=pickle, download=download)
 
 
 def _check_lines(checks: list[FileCheck]) -> list[str]:
@@ -166,7 +114,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"incomplete); {HOW_TO_POINT}, or use --embedded for the built-in subset"
             )
         checks = verify_files(directory)
-        source = f"{directory} ({_origin(args)})"
+        source = f"{directory} ({origin_of(args.data)})"
     print(f"source: {source}")
     for line in _check_lines(checks):
         print(line)
