@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 from handgrad.cli import options
-from handgrad.errors import HandgradError
 from handgrad.train.config import TrainConfig
 from handgrad.train.recipes import DEFAULT_LOG, RECIPES, Recipe, get_recipe
 
@@ -90,17 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from handgrad.train import session as ses
 
     if args.resume:
-        conflicts = options.resume_conflicts(args) + (
-            ["--engine"] if "engine" in vars(args) else []
-        )
-        if conflicts:
-            flag = conflicts[0]
-            raise HandgradError(
-                f"{flag}: --resume continues a run exactly as configured; to change it, start a "
-                f"new run with --config {args.resume}/config.json {flag} ..."
-            )
+        changes = options.resume_conflicts(args) + (["--engine"] if "engine" in vars(args) else [])
         session = ses.resume_session(
-            args.resume, out=args.out, data_dir=getattr(args, "data_dir", None)
+            args.resume, out=args.out, data_dir=getattr(args, "data_dir", None), changes=changes
         )
         recipe = RECIPES.get(session.config.recipe or "")
     else:
@@ -118,10 +109,8 @@ def run(args: argparse.Namespace) -> int:
     for engine in session.engines:
         if len(session.engines) > 1 and not args.quiet:
             print(f"== engine {engine} ==")
-        plan = session.plan
-        reporter = out.Reporter(
-            plan.total_steps, session.start_step, args.quiet, log_format, engine
-        )
+        total = session.plan.total_steps
+        reporter = out.Reporter(total, session.start_step, args.quiet, log_format, engine)
         run_dir = ses.run_dir_for(session, engine)
         try:
             result = ses.run_engine(
@@ -139,11 +128,8 @@ def run(args: argparse.Namespace) -> int:
             reporter.close()
         out.print_message(result)
         print(out.summary(result))
-        if result.run_dir is not None and result.status != "diverged" and not args.no_plots:
-            from handgrad.train.plots import write_plots
-
-            paths = write_plots(result.run_dir, result.records, result.model, result.data)
-            print("  plots: " + ", ".join(p.name for p in paths))
+        if not args.no_plots:
+            out.plots(result)
         extra = ses.closing_timings(result) if timing else {}
         if extra:
             print(out.timing_line(len(result.data.x_train), extra))

@@ -74,6 +74,16 @@ def print_message(result: RunResult) -> None:
         print(f"  {result.message}")
 
 
+def plots(result: RunResult) -> None:
+    """Write the run's PNG plots (not for a diverged run) and name them."""
+    if result.run_dir is None or result.status == "diverged":
+        return
+    from handgrad.train.plots import write_plots
+
+    paths = write_plots(result.run_dir, result.records, result.model, result.data)
+    print("  plots: " + ", ".join(p.name for p in paths))
+
+
 def timing_line(n: int, extra: dict[str, float]) -> str:
     return (
         f"  forward + loss on {n:,} images: {extra['forward_ms']:.1f} ms "

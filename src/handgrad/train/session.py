@@ -20,6 +20,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from handgrad.errors import HandgradError
 from handgrad.train import records as rec
 from handgrad.train.build import (
     TrainData,
@@ -81,12 +82,25 @@ def fresh_session(config: TrainConfig, *, engine: str, out: str) -> Session:
     return Session(config=config, data=data, plan=plan, engines=engines, out=out)
 
 
-def resume_session(run: str, *, out: str, data_dir: str | None = None) -> Session:
+def resume_session(
+    run: str, *, out: str, data_dir: str | None = None, changes: list[str] | tuple[str, ...] = ()
+) -> Session:
     """The run in directory ``run`` (or named ``run`` under ``out``), ready to continue.
 
+    Args:
+        changes: the options that would change what the run computes (the resume guard
+            refuses them: a resumed run continues exactly as configured).
+
     Raises:
-        HandgradError: no such run, or its config or checkpoint cannot be read.
+        HandgradError: a change asked for, no such run, or its config or checkpoint cannot be
+            read.
     """
+    if changes:
+        flag = changes[0]
+        raise HandgradError(
+            f"{flag}: --resume continues a run exactly as configured; to change it, start a "
+            f"new run with --config {run}/config.json {flag} ..."
+        )
     run_dir = rec.find_run(run, out)
     config = TrainConfig.load(run_dir / rec.CONFIG)
     if data_dir is not None:
