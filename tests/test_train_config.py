@@ -139,3 +139,21 @@ def test_every_option_field_becomes_a_train_option() -> None:
                 "flag", ("--no-" if f.default is True else "--") + f.name.replace("_", "-")
             )
             assert flag in help_text, flag
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--threads", "abc"], "argument --threads: expected an integer or '0' or 'auto'"),
+        (["--batch-size", "x"], "argument --batch-size: expected an integer or 'full'"),
+        (["--valid", "many"], "argument --valid: expected an integer or a number"),
+    ],
+)
+def test_a_generated_option_rejects_a_bad_word_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from handgrad.cli.main import main
+
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -45,7 +45,8 @@ def key_value(word: str) -> tuple[str, Any]:
 def _scalar(hint: Any, words: dict[str, Any], name: str) -> Any:
     """An argparse ``type`` for a field of type ``hint`` (a union of int, float, str, None)."""
     options = typing.get_args(hint) or (hint,)
-    kinds = [k for k in (int, float, str) if k in options]
+    # A field with words takes its strings from them (threads: an integer, 0 or auto).
+    kinds = [k for k in (int, float, str) if k in options and not (k is str and words)]
 
     def parse(word: str) -> Any:
         if word in words:
