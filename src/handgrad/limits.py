@@ -40,7 +40,9 @@ def describe_bytes(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def too_large(path: str | os.PathLike[str], what: str, limit: int, *, inflated: bool = False) -> str:
+def too_large(
+    path: str | os.PathLike[str], what: str, limit: int, *, inflated: bool = False
+) -> str:
     """The one-line message for ``path`` past ``limit`` bytes."""
     size = "uncompressed content" if inflated else "file"
     return (

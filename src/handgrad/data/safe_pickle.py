@@ -37,6 +37,14 @@ def _latin1_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") ->
     return obj.encode("latin-1", errors)
 
 
+def _empty_bytes(*args: object) -> bytes:
+    """``bytes()``, as protocol 2 writes ``b""`` (an empty array's data); ``bytes(n)`` would
+    allocate ``n`` bytes at the file's word, so any argument is refused."""
+    if args:
+        raise BadArray(f"bytes{args!r} (only bytes() is allowed)")
+    return b""
+
+
 class RefusedObject(pickle.UnpicklingError):
     """The pickle asked for a global that is not part of a numpy array."""
 
@@ -181,6 +189,8 @@ def _allowed() -> dict[tuple[str, str], Any]:
         ("numpy", "ndarray"): _NdarrayName,
         ("numpy", "dtype"): _dtype,
         ("_codecs", "encode"): _latin1_encode,
+        ("__builtin__", "bytes"): _empty_bytes,
+        ("builtins", "bytes"): _empty_bytes,
     }
     for core in ("numpy.core", "numpy._core"):
         allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct
