@@ -148,7 +148,7 @@ def test_frombuffer_checks_its_data_too() -> None:
 @pytest.mark.parametrize(
     ("args", "state", "fragment"),
     [
-        (("f4", False, True), (3, "<", (np.dtype("f4"), (9,)), None, None, -1, -1, 0), "byte order"),
+        (("f4", False, True), (3, "<", (np.dtype("f4"), (9,)), None, None, -1, -1, 0), "order"),
         (("f4", False, True), (3, "<", None, ("a",), None, -1, -1, 0), "only a byte order"),
         (("V4000000", False, True), None, "numpy.dtype('V4000000')"),
         (("O8", False, True), None, "array of Python objects"),
