@@ -12,6 +12,8 @@ Limits (bytes unless said otherwise):
   official file, ``train-images-idx3-ubyte``, is 47,040,016 bytes).
 - ``MAX_PICKLE_BYTES`` = 256 MiB: ``mnist.pkl.gz`` uncompressed (the published file is about
   220 MB: 70,000 float32 images of 784 pixels and their int64 labels).
+- ``MAX_SAFETENSORS_HEADER`` = 100 MB: the JSON header of a ``.safetensors`` file (the
+  format's own limit).
 - ``MAX_IMAGE_PIXELS`` = 50,000,000: an image for ``predict`` (width x height; a 48-megapixel
   phone photo passes, a 20000x20000 bomb does not).
 """
@@ -28,6 +30,7 @@ MAX_CONFIG_BYTES = 2**20
 MAX_IDX_BYTES = 64 * 2**20
 MAX_PICKLE_BYTES = 256 * 2**20
 MAX_IMAGE_PIXELS = 50_000_000
+MAX_SAFETENSORS_HEADER = 100_000_000
 
 _CHUNK = 2**20
 

@@ -91,7 +91,7 @@ class _DtypeSpec:
             and state[2:5] == (None, None, None)
             and state[5:8] == (-1, -1, 0)
         )
-        if not ok:
+        if not ok or not isinstance(state, tuple):
             raise BadArray(f"dtype state {state!r} (only a byte order may be set)")
         if state[1] != "|":
             self.dtype = self.dtype.newbyteorder(state[1])
