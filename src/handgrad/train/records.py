@@ -107,9 +107,9 @@ def find_run(run: str | os.PathLike[str], out: str | os.PathLike[str] = "runs") 
         raise HandgradError("empty run name: give a run directory, or a run's name under --out")
     base = Path(out).expanduser()
     candidates = [Path(text).expanduser()]
-    plain_name = os.sep not in text and (os.altsep is None or os.altsep not in text)
-    if plain_name and text not in (".", ".."):
+    if not candidates[0].is_absolute():
         candidates.append(base / text)
+    plain_name = os.sep not in text and (os.altsep is None or os.altsep not in text)
     path = next((p for p in candidates if p.is_dir()), None)
     if path is None and plain_name:
         path = _latest_named(base, text)
