@@ -79,9 +79,7 @@ def holders() -> Iterator[list[Holder]]:
         holder.close()
 
 
-def test_second_writer_in_another_process_is_refused(
-    tmp_path: Path, holders: list[Holder]
-) -> None:
+def test_second_writer_in_another_process_is_refused(tmp_path: Path, holders: list[Holder]) -> None:
     holder = Holder(tmp_path)
     holders.append(holder)
     with pytest.raises(RunLocked) as info:
