@@ -63,6 +63,7 @@ def test_prepare_cleans_up_and_the_resumed_run_is_exact(tmp_path: Path) -> None:
     assert (run / rec.METRICS).read_bytes() == kept
     assert not stale.exists()
     assert train(CONFIG, run_dir=run, resume=True).status == "completed"
+
     def figures(r: Path) -> list[dict[str, object]]:  # all but the wall-clock seconds
         return [{k: v for k, v in x.items() if k != "seconds"} for x in rec.read_metrics(r)]
 

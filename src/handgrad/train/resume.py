@@ -79,6 +79,7 @@ def prepare_resume(
     dropped = len(on_disk) - len(records)
     wanted = "".join(json.dumps(r) + "\n" for r in records).encode()
     metrics = run / rec.METRICS
-    if not metrics.exists() or metrics.read_bytes() != wanted:  # records past the step, or a cut last line
+    # Rewritten only if it differs: records past the step, or a last line cut by a crash.
+    if not metrics.exists() or metrics.read_bytes() != wanted:
         rec.rewrite_metrics(run, records)
     return ResumePoint(ckpt, records, removed, dropped)
