@@ -109,3 +109,31 @@ def test_bad_files(tmp_path: Path) -> None:
     one_line(info, f"{truncated}: cannot read as an image")
     with pytest.raises(ValueError, match="invert must be auto, yes or no"):
         read_digit_image(truncated, "maybe")
+
+
+def test_predict_refuses_a_bomb_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from handgrad.cli.main import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path / "runs"
+        argv = ["train", "--out", str(out), "--model", "784-16-10", "--steps", "3",
+                "--batch-size", "100", "--quiet", "--no-plots"]  # fmt: skip
+        assert main(argv) == 0
+        (run,) = out.iterdir()
+        huge = png_header_only(tmp_path / "huge.png", 20000, 20000)
+        capsys.readouterr()
+        assert main(["predict", str(run), str(huge)]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    out_text, err = capsys.readouterr()
+    assert "Traceback" not in err + out_text
+    assert err.strip().splitlines() == [
+        f"handgrad: error: {huge}: image larger than the limit of 50,000,000 pixels (PIL's "
+        "decompression-bomb guard); refused (scale it down, e.g. to 28x28)"
+    ]
