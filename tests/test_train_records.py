@@ -242,3 +242,12 @@ def test_plots_are_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
         f"{tmp_path / 'again.png'}: cannot write (No space left on device); nothing was written"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+
+def test_a_checkpoint_that_is_not_a_regular_file_is_never_read(tmp_path: Path) -> None:
+    (tmp_path / rec.CHECKPOINT).symlink_to("/dev/zero")
+    with pytest.raises(HandgradError) as info:
+        rec.load_checkpoint(tmp_path / rec.CHECKPOINT)
+    assert str(info.value) == (
+        f"{tmp_path / rec.CHECKPOINT}: not a regular file, expected a checkpoint"
+    )

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -248,10 +249,14 @@ def read_safetensors(path: Path, what: str) -> tuple[dict[str, Tensor], dict[str
     """Tensors and metadata of a safetensors file.
 
     Raises:
-        HandgradError: the file is missing, truncated or not a safetensors file.
+        HandgradError: the file is missing, not a regular file (``/dev/zero``, a pipe: never
+            read), truncated or not a safetensors file.
     """
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise HandgradError(f"{path}: not a regular file, expected a {what}")
+            data = f.read()
     except FileNotFoundError:
         raise HandgradError(f"{path}: no {what}") from None
     except OSError as exc:
