@@ -158,8 +158,9 @@ class RunLock:
         previous = read_holder(self.path)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         data = json.dumps(record).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
+        with contextlib.suppress(OSError):  # a full disk: the lock holds, unlabelled
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
         return previous or None
 
     def release(self) -> None:
