@@ -144,7 +144,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(
         monkeypatch.setattr(os, "fsync", boom)
     else:
         monkeypatch.setattr(os, fail, boom)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(HandgradError, match=rf"{rec.CHECKPOINT}: cannot write \(No space left"):
         rec.save_checkpoint(path, _checkpoint(2))
     monkeypatch.undo()
     ckpt = rec.load_checkpoint(path)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from handgrad.data.images import read_digit_image
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
 from handgrad.train.build import load_data, model_from_state, pixels_to_input
@@ -42,23 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_image(path: Path, invert: str) -> np.ndarray:
-    """A 28x28 uint8 array, light digit on dark, from an image file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            gray = image.convert("L")
-            if gray.size != (28, 28):
-                gray = gray.resize((28, 28), Image.Resampling.LANCZOS)
-            pixels = np.asarray(gray, dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise HandgradError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise HandgradError(f"{path}: cannot read as an image ({exc})") from None
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if invert == "yes" or (invert == "auto" and border.mean() > 127):
-        pixels = 255 - pixels
-    return pixels
+    """A 28x28 uint8 array, light digit on dark, from an image file (pixel count capped)."""
+    return read_digit_image(path, invert)
 
 
 def describe(name: str, outputs: Tensor, label: int | None) -> str:

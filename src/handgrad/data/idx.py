@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from handgrad.errors import HandgradError
+from handgrad.limits import MAX_IDX_BYTES, read_limited, stored_limit, too_large
 
 GZIP_MAGIC = b"\x1f\x8b"
 IMAGES_MAGIC = 2051  # 0x00000803: uint8, 3 dimensions (N, rows, cols)
 LABELS_MAGIC = 2049  # 0x00000801: uint8, 1 dimension (N,)
+_GUNZIP_CHUNK = 2**20
 
 # IDX element type code -> numpy dtype (big-endian as stored).
 IDX_TYPES: dict[int, np.dtype] = {
@@ -38,46 +40,48 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 
 
-def read_bytes(path: str | os.PathLike[str], *, max_size: int | None = None) -> bytes:
+def read_bytes(
+    path: str | os.PathLike[str], *, max_size: int = MAX_IDX_BYTES, what: str = "an IDX file"
+) -> bytes:
     """Return the content of ``path``, gunzipped if it starts with the gzip magic bytes.
 
-    Whether a file is gzip is decided by its first bytes, never by its name. With
-    ``max_size``, content (after decompression) larger than that is refused without being
-    decompressed in full, so an untrusted download cannot exhaust memory.
+    Whether a file is gzip is decided by its first bytes, never by its name. Content larger
+    than ``max_size`` (default ``MAX_IDX_BYTES``, 64 MiB; after decompression) is refused: a
+    file on disk larger than that before it is read, a gzip stream as soon as its output passes
+    the limit while it is being inflated, so neither ``/dev/zero`` nor a gzip bomb can exhaust
+    memory.
 
     Raises:
-        HandgradError: the file is missing or unreadable, or its gzip stream is truncated or
-            corrupt.
+        HandgradError: the file is missing or unreadable, too large (the message states the
+            limit), or its gzip stream is truncated or corrupt.
     """
     path = Path(path)
+    data = read_limited(path, stored_limit(max_size), what)
+    if not data.startswith(GZIP_MAGIC):
+        if len(data) > max_size:
+            raise HandgradError(too_large(path, what, max_size))
+        return data
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HandgradError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise HandgradError(f"{path}: is a directory, expected a file") from None
-    except OSError as exc:
-        raise HandgradError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    content = data
-    if data.startswith(GZIP_MAGIC):
-        try:
-            content = _gunzip(data, max_size)
-        except EOFError:
-            raise HandgradError(
-                f"{path}: truncated gzip file (the stream ends early); download it again"
-            ) from None
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            raise HandgradError(f"{path}: corrupt gzip data ({exc})") from None
-    if max_size is not None and len(content) > max_size:
-        raise HandgradError(f"{path}: content larger than {max_size} bytes, refused")
-    return content
+        return _gunzip(data, max_size, path, what)
+    except EOFError:
+        raise HandgradError(
+            f"{path}: truncated gzip file (the stream ends early); download it again"
+        ) from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise HandgradError(f"{path}: corrupt gzip data ({exc})") from None
 
 
-def _gunzip(data: bytes, max_size: int | None) -> bytes:
-    if max_size is None:
-        return gzip.decompress(data)
+def _gunzip(data: bytes, max_size: int, path: Path, what: str) -> bytes:
+    """Inflate ``data`` 1 MiB at a time, stopping as soon as the output passes ``max_size``."""
+    chunks: list[bytes] = []
+    total = 0
     with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-        return f.read(max_size + 1)  # one byte more than allowed tells "too large"
+        while chunk := f.read(min(_GUNZIP_CHUNK, max_size + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_size:
+                raise HandgradError(too_large(path, what, max_size, inflated=True))
+    return b"".join(chunks)
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:

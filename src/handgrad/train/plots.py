@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from handgrad.train.metrics import (
     predicted_classes,
     probabilities,
 )
+from handgrad.train.records import atomic_write
 
 SPLIT_COLORS = {"train": "tab:blue", "valid": "tab:orange", "test": "tab:green"}
 
@@ -35,6 +37,18 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Render ``fig`` as PNG in memory, then write it atomically (a full disk leaves no
+    half-written plot, and says so in one line naming the file)."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100)
+        atomic_write(path, buffer.getvalue())
+    except BaseException:
+        _pyplot().close(fig)
+        raise
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
@@ -64,7 +78,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -83,7 +97,7 @@ def plot_confusion(matrix: Tensor, path: Path, title: str = "test confusion matr
     ax.set(xticks=range(c), yticks=range(c), xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -109,7 +123,7 @@ def plot_mistakes(x: Tensor, labels: Tensor, outputs: Tensor, path: Path, k: int
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center")
     fig.suptitle("most confident test mistakes (true→predicted)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -135,7 +149,7 @@ def plot_first_layer(weight: Tensor, path: Path, max_units: int = 64) -> Path:
     shown = f"first {units} of {weight.shape[0]}" if units < weight.shape[0] else f"{units}"
     fig.suptitle(f"first-layer weights ({shown} units; red +, blue −)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 

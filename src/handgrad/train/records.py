@@ -24,7 +24,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,44 +90,137 @@ def new_run_dir(out: str | os.PathLike[str], name: str) -> Path:
     raise HandgradError(f"{base}: too many runs named {name}-{stamp}")
 
 
+_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?")
+
+
 def find_run(run: str | os.PathLike[str], out: str | os.PathLike[str] = "runs") -> Path:
     """The run directory ``run`` names: a path, a directory under ``out``, or the latest run
-    under ``out`` whose name starts with ``run-``.
+    under ``out`` named ``run-<YYYYmmdd-HHMMSS>[-k]`` (as :func:`new_run_dir` names them).
+
+    ``run`` is taken literally, never as a pattern: ``'*'`` names a run called ``*``, and an
+    absolute or nested path that does not exist is simply not found.
 
     Raises:
-        HandgradError: no such run, or the directory holds no ``config.json``.
+        HandgradError: an empty name, no such run, or the directory holds no ``config.json``.
     """
-    candidates = [Path(run).expanduser(), Path(out).expanduser() / run]
+    text = os.fspath(run)
+    if not text.strip():
+        raise HandgradError("empty run name: give a run directory, or a run's name under --out")
+    base = Path(out).expanduser()
+    candidates = [Path(text).expanduser()]
+    if not candidates[0].is_absolute():
+        candidates.append(base / text)
+    plain_name = os.sep not in text and (os.altsep is None or os.altsep not in text)
     path = next((p for p in candidates if p.is_dir()), None)
+    if path is None and plain_name:
+        path = _latest_named(base, text)
     if path is None:
-        prefix = Path(out).expanduser()
-        matches = sorted(prefix.glob(f"{run}-*")) if prefix.is_dir() else []
-        matches = [m for m in matches if (m / CONFIG).is_file()]
-        if not matches:
-            raise HandgradError(f"{run}: no such run directory (looked in . and {out}/)")
-        path = matches[-1]
+        raise HandgradError(f"{text}: no such run directory (looked in . and {out}/)")
     if not (path / CONFIG).is_file():
         raise HandgradError(f"{path}: not a run directory (no {CONFIG})")
     return path
 
 
+def _latest_named(base: Path, name: str) -> Path | None:
+    """The latest ``<base>/<name>-<stamp>[-k]`` holding a config, by its stamp then ``k``."""
+    try:
+        entries = list(base.iterdir()) if base.is_dir() else []
+    except OSError:
+        return None
+    found: list[tuple[str, int, Path]] = []
+    for entry in entries:
+        if not entry.name.startswith(f"{name}-"):
+            continue
+        match = _STAMP.fullmatch(entry.name, len(name))
+        if match and (entry / CONFIG).is_file():
+            found.append((match[1], int(match[2] or 1), entry))
+    return max(found)[2] if found else None
+
+
 # -- atomic files ---------------------------------------------------------------------------
+# Temporary files are named ``.<target>.handgrad-<pid>-<8 hex>.tmp`` so that one left behind
+# by a killed writer (SIGKILL, power loss) is recognisable as handgrad's own and removed at
+# resume by :func:`remove_stale_temps`; nothing else in a run directory is ever touched.
+TEMP_PATTERN = re.compile(r"\.(?P<target>.+)\.handgrad-(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
+# Before that naming, temporaries were ``.<target>.<8 hex>.tmp``: recognised for run files only.
+_RUN_FILES = r"config\.json|metrics\.jsonl|checkpoint\.safetensors|model\.safetensors|\w+\.png"
+_OLD_TEMP_PATTERN = re.compile(rf"\.(?P<target>{_RUN_FILES})\.[0-9a-f]{{8}}\.tmp")
+
+
+def temp_name(path: Path) -> Path:
+    """A fresh temporary path next to ``path``, matching ``TEMP_PATTERN``."""
+    return path.with_name(f".{path.name}.handgrad-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def is_own_temp(name: str) -> bool:
+    """Whether a file name is one of handgrad's atomic-write temporaries."""
+    return bool(TEMP_PATTERN.fullmatch(name) or _OLD_TEMP_PATTERN.fullmatch(name))
+
+
+def remove_stale_temps(run: Path) -> list[Path]:
+    """Remove the temporaries an interrupted atomic write left in ``run``; return them.
+
+    Only names matching handgrad's own pattern are removed (see ``TEMP_PATTERN``); any other
+    file is left alone. Call it while holding the run's lock (``handgrad.train.lock.RunLock``),
+    which proves that no other process is writing there: every such file is then stale.
+
+    Raises:
+        HandgradError: one cannot be removed (naming it).
+    """
+    removed: list[Path] = []
+    try:
+        entries = sorted(run.iterdir())
+    except OSError as exc:
+        raise HandgradError(f"{run}: cannot list the run directory ({exc.strerror})") from None
+    for entry in entries:
+        if not is_own_temp(entry.name) or not entry.is_file() or entry.is_symlink():
+            continue
+        try:
+            entry.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise HandgradError(
+                f"{entry}: cannot remove this stale temporary file ({exc.strerror})"
+            ) from None
+        removed.append(entry)
+    return removed
+
+
+def write_error(path: Path, exc: OSError, kept: str) -> HandgradError:
+    """One line for a failed write of ``path``: the file, the reason, and what ``kept``."""
+    reason = exc.strerror or str(exc)  # e.g. "No space left on device"
+    return HandgradError(f"{path}: cannot write ({reason}); {kept}")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is always either the old or the new file.
 
-    A temporary file in the same directory is written, flushed and fsynced, then renamed
-    over ``path``; on any failure it is removed and the old ``path`` is untouched.
+    A temporary file in the same directory (see ``TEMP_PATTERN``) is written, flushed and
+    fsynced, then renamed over ``path``; on any failure it is removed and the old ``path`` is
+    untouched.
+
+    Raises:
+        HandgradError: the write failed (read-only directory, full disk, ...): one line naming
+            ``path`` (never the temporary) and saying that the previous file is intact.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError):
+            kept = "the previous version is intact" if path.exists() else "nothing was written"
+            raise write_error(path, exc, kept) from None
         raise
     _fsync_dir(path.parent)
 
@@ -154,10 +249,14 @@ def read_safetensors(path: Path, what: str) -> tuple[dict[str, Tensor], dict[str
     """Tensors and metadata of a safetensors file.
 
     Raises:
-        HandgradError: the file is missing, truncated or not a safetensors file.
+        HandgradError: the file is missing, not a regular file (``/dev/zero``, a pipe: never
+            read), truncated or not a safetensors file.
     """
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise HandgradError(f"{path}: not a regular file, expected a {what}")
+            data = f.read()
     except FileNotFoundError:
         raise HandgradError(f"{path}: no {what}") from None
     except OSError as exc:
@@ -183,9 +282,32 @@ def jsonable(value: float | None) -> float | None:
 
 
 def append_metrics(run: Path, record: Mapping[str, Any]) -> None:
-    with open(run / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+    """Append one record as one line of ``metrics.jsonl``.
+
+    The line goes out in a single ``write``; if that fails (a full disk), what it wrote is cut
+    off again so the file ends on the previous complete line.
+
+    Raises:
+        HandgradError: the write failed, naming the file (earlier records are kept).
+    """
+    path = run / METRICS
+    line = (json.dumps(record) + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise write_error(path, exc, "the records before are intact") from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise write_error(path, exc, "the records before are intact") from None
+    finally:
+        os.close(fd)
 
 
 def read_metrics(run: Path, *, upto: int | None = None) -> list[dict[str, Any]]:
