@@ -20,20 +20,24 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "handgrad"
 # Part of handgrad -> the parts it may import (docs/architecture.md, "Layers").
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
-    "data": {"errors"},
+    "limits": {"errors"},
+    "data": {"errors", "limits"},
     "nn": {"errors"},
-    "optim": {"errors", "nn"},
-    "reference": {"errors", "nn"},
-    "check": {"errors", "nn", "optim", "reference", "data"},
-    "train": {"errors", "data", "nn", "optim", "reference"},
-    "sklearn": {"errors", "data", "nn", "optim", "reference", "train"},
-    "cli": {"errors", "data", "nn", "optim", "reference", "check", "train", "sklearn"},
+    "optim": {"errors", "limits", "nn"},
+    "reference": {"errors", "limits", "nn"},
+    "check": {"errors", "limits", "nn", "optim", "reference", "data"},
+    "train": {"errors", "limits", "data", "nn", "optim", "reference"},
+    "sklearn": {"errors", "limits", "data", "nn", "optim", "reference", "train"},
+    "cli": {"errors", "limits", "data", "nn", "optim", "reference", "check", "train", "sklearn"},
     "__init__": {"errors"},
     "__main__": {"cli"},
 }
 # Inside handgrad.train, lowest first: a module imports only modules before it.
 TRAIN_ORDER = [
     "records",
+    "lock",
+    "checks",
+    "resume",
     "config",
     "recipes",
     "steps",

@@ -13,10 +13,11 @@ import torch
 
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
-from handgrad.train.build import build_model, load_data, make_plan
+from handgrad.train.build import build_model, load_data
 from handgrad.train.checks import check_checkpoint, check_run_model, check_weights
 from handgrad.train.config import TrainConfig
 from handgrad.train.loop import train
+from handgrad.train.steps import build_plan
 from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
 
 CONFIG = TrainConfig(model="784-16-10", steps=20, eval_every=5, batch_size=100)
@@ -62,7 +63,7 @@ def expected_model(config: TrainConfig = CONFIG) -> dict[str, torch.Tensor]:
 
 def check(run: Path, config: TrainConfig = CONFIG) -> list[dict[str, object]]:
     path = run / rec.CHECKPOINT
-    plan = make_plan(config, load_data(config).n_train)
+    plan = build_plan(config, load_data(config).n_train)
     return check_checkpoint(
         rec.load_checkpoint(path),
         path=path,

@@ -29,7 +29,8 @@ import torch
 torch.set_num_threads(1)
 
 from handgrad.train import records as rec
-from handgrad.train.build import build_model, load_data, make_plan
+from handgrad.train.build import build_model, load_data
+from handgrad.train.steps import build_plan
 from handgrad.train.config import TrainConfig
 from handgrad.train.lock import RunLock
 from handgrad.train.loop import train
@@ -39,7 +40,7 @@ root = Path(sys.argv[1])
 seeds = int(sys.argv[2])
 config = TrainConfig(model="784-16-10", steps=30, eval_every=5, checkpoint_every=1, batch_size=100)
 data = load_data(config)
-plan = make_plan(config, data.n_train)
+plan = build_plan(config, data.n_train)
 
 
 def run_to_end(run):

@@ -12,11 +12,12 @@ import torch
 
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
-from handgrad.train.build import build_model, load_data, make_plan
+from handgrad.train.build import build_model, load_data
 from handgrad.train.config import TrainConfig
 from handgrad.train.lock import RunLock
 from handgrad.train.loop import train
 from handgrad.train.resume import prepare_resume
+from handgrad.train.steps import build_plan
 from tests.train_fixtures import one_thread  # noqa: F401  (autouse)
 
 CONFIG = TrainConfig(model="784-16-10", steps=20, eval_every=5, batch_size=100)
@@ -39,7 +40,7 @@ def prepare(lock: RunLock) -> object:
     return prepare_resume(
         lock,
         fingerprint=CONFIG.fingerprint(),
-        plan=make_plan(CONFIG, load_data(CONFIG).n_train),
+        plan=build_plan(CONFIG, load_data(CONFIG).n_train),
         expected_model=expected,
     )
 

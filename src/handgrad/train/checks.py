@@ -123,7 +123,7 @@ def check_checkpoint(
     Args:
         ckpt: ``records.load_checkpoint(path)``.
         fingerprint: ``config.fingerprint()`` of the run's ``config.json``.
-        plan: the run's plan (``build.make_plan``): total steps, evaluation interval, epoch.
+        plan: the run's plan (``steps.build_plan``): total steps, evaluation interval, epoch.
         expected_model: the state dict of the model the config builds.
 
     Raises:

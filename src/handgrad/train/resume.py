@@ -57,7 +57,7 @@ def prepare_resume(
     Args:
         lock: the held lock of the run directory.
         fingerprint: ``config.fingerprint()`` of the run's ``config.json``.
-        plan: the run's plan (``build.make_plan``).
+        plan: the run's plan (``steps.build_plan``).
         expected_model: the state dict of the model the config builds.
 
     Raises:
