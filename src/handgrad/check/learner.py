@@ -237,9 +237,7 @@ def check_gradients(
             )
 
     inputs64 = _copies(inputs, torch.float64, wanted)
-    started = time.perf_counter()
     loss, inter = _run(forward, inputs64, torch.float64)
-    forward_seconds = time.perf_counter() - started
     clash = sorted(set(inter) & set(inputs))
     if clash:
         raise ValueError(
@@ -280,15 +278,28 @@ def check_gradients(
     sizes = {"N": batch_size or _batch_size(list(inter.values()) or floating_inputs)}
     rows: dict[str, LearnerRow] = {}
     roots: list[str] = []
-    fd_state = _FD(forward, inputs64, loss, fd, fd_samples, seed, forward_seconds, grads)
+    fd_state = _FD(forward, inputs64, loss, fd, fd_samples, seed, grads)
     for name in order:
         row, root = _check_one(name, grads, named, graph, truth, fitted, same_dtype, sizes, fd_state)
         rows[name] = row
+        misshapen = [
+            u
+            for u in order
+            if u in graph.downstream(name) and u not in fitted and not rows[u].ok
+        ]
+        if root and misshapen:
+            # Computed from a gradient whose shape is wrong: it cannot be judged on its own.
+            row.kind = "inherited"
+            row.verdict = (
+                f"wrong, and computed from `d{misshapen[0]}`, whose shape is wrong: fix that "
+                "first (this line cannot be judged before)"
+            )
+            root = False
         if root:
             roots.append(name)
     for name in order:
         row = rows[name]
-        if row.kind != "inherited":
+        if row.kind != "inherited" or row.verdict:
             continue
         below = graph.downstream(name)
         blamed = [r for r in roots if r in below]
@@ -416,7 +427,6 @@ class _FD:
         enabled: bool | None,
         samples: int,
         seed: int,
-        forward_seconds: float,
         grads: Mapping[str, Tensor],
     ) -> None:
         self.forward = forward
@@ -425,12 +435,18 @@ class _FD:
         self.samples = max(1, samples)
         self.generator = torch.Generator().manual_seed(seed)
         self.leaves = [n for n in grads if n in inputs64 and inputs64[n].is_floating_point()]
-        evaluations = 2 * (self.samples + 16) * max(len(self.leaves), 1)
-        self.enabled = enabled if enabled is not None else forward_seconds * evaluations < FD_BUDGET
-        self.checked = 0
-        self.disagreements: list[str] = []
         numel = max((t.numel() for t in inputs64.values()), default=1)
         self.depth = 1.0 + math.log2(max(numel, 1))
+        self.checked = 0
+        self.disagreements: list[str] = []
+        self.enabled = bool(enabled) and bool(self.leaves)
+        if enabled is None and self.leaves:
+            started = time.perf_counter()
+            self.loss0 += self._evaluate()[0]  # the same value, and a warm timing
+            seconds = time.perf_counter() - started
+            affordable = int(FD_BUDGET / (2 * max(seconds, 1e-6) * len(self.leaves)))
+            self.samples = min(self.samples, affordable)
+            self.enabled = self.samples >= 2
 
     def _evaluate(self) -> tuple[float, float]:
         with torch.no_grad(), _default_dtype(torch.float64):
@@ -470,6 +486,8 @@ class _FD:
         if not self.enabled or name not in self.leaves:
             return None
         indices = sample_indices(g.numel(), self.samples, self.generator)
+        if not indices:
+            return None
         probes = self._probe(name, indices)
         result = judge(probes, g, rtol=tol.fd_rtol, scale=scale, peer=r.to(g.dtype))
         self.checked += len(indices)

@@ -188,7 +188,8 @@ class Graph:
             result.upstream[name] = [None] * len(self.uses[name])
             result.upstream_top[name] = 0.0
             for i, use in enumerate(self.uses[name]):
-                handles.append(use.node.register_hook(self._recorder(result, name, i, use.slot)))
+                recorder = self._recorder(result, name, i, use.node, use.slot)
+                handles.append(use.node.register_hook(recorder))
         for name, grad in replaced.items():
             if name in names:
                 continue
@@ -219,17 +220,38 @@ class Graph:
         return result
 
     @staticmethod
-    def _recorder(result: Pass, name: str, index: int, slot: int) -> Any:
-        def hook(grad_inputs: tuple[Tensor | None, ...], grad_outputs: tuple[Tensor | None, ...]):
+    def _recorder(result: Pass, name: str, index: int, node: Node, slot: int) -> Any:
+        def hook(  # noqa: ANN202
+grad_inputs: tuple[Tensor | None, ...], grad_outputs: tuple[Tensor | None, ...]):
             g = grad_inputs[slot]
             if g is not None:
                 result.contributions[name][index] = g.detach().clone()
             if grad_outputs and grad_outputs[0] is not None:
-                result.upstream[name][index] = grad_outputs[0].detach().clone()
+                up = grad_outputs[0].detach()
+                result.upstream[name][index] = unreduced(node, slot, up)
             top = max((float(o.abs().max()) for o in grad_outputs if _nonempty(o)), default=0.0)
             result.upstream_top[name] = max(result.upstream_top[name], top)
 
         return hook
+
+
+def unreduced(node: Node, slot: int, up: Tensor) -> Tensor:
+    """The gradient an element-wise operation sends to its input ``slot`` *before* it is summed
+    down to the input's (broadcast) shape: for y = a·b it is dy·b, for y = a + b it is dy, ...
+    (known for mul, div, add, sub; otherwise the gradient entering the operation)."""
+    op = op_name(node)
+    try:
+        if op == "mul":
+            other = node._saved_other if slot == 0 else node._saved_self
+            return (up * other).detach()
+        if op == "div":
+            a, b = node._saved_self, node._saved_other
+            return (up / b if slot == 0 else -up * a / b**2).detach()
+        if op == "sub" and slot == 1:
+            return (-up * node._saved_alpha).detach()
+    except (AttributeError, RuntimeError):
+        pass
+    return up.clone()
 
 
 def _nonempty(t: Tensor | None) -> bool:
