@@ -10,8 +10,10 @@ from the learner's own upstream gradients (the local reference). Tried in this o
 3. a missing branch: the tensor is used k ≥ 2 times and ``a`` is the sum of only some of the
    k contributions;
 4. an activation derivative at the wrong point: with Y = f(X) element-wise (tanh, sigmoid,
-   exp recognised from the values), dX = f'(Y)·dY (the derivative at the output) or
+   exp, relu recognised from the values), dX = f'(Y)·dY (the derivative at the output) or
    dX = g(X)·dY where g is the output form of f' (1 − y² for tanh, y(1 − y) for sigmoid);
+   or the derivative left out, dX = dY (kind ``unknown``: the fixed kinds have no word for
+   it, the sentence names it);
 5. a constant factor, a sign, a transposed square matrix (``handgrad.check.diagnose``);
 6. otherwise ``unknown``, with the largest differing entries.
 """
@@ -52,6 +54,7 @@ _KIND_OF_PATTERN = {
     d.SHAPE: "shape",
     d.AT_OUTPUT: "wrong_point",
     d.OUTPUT_FORM_AT_INPUT: "wrong_point",
+    d.DERIVATIVE_MISSING: "unknown",
     MISSING_BRANCH: "missing_branch",
     d.NOT_FINITE: "unknown",
     d.UNRECOGNISED: "unknown",
@@ -89,6 +92,13 @@ ACTIVATIONS = (
         "y·(1 − y)",
     ),
     Activation("exp", torch.exp, torch.exp, lambda y: y, "y"),
+    Activation(
+        "relu",
+        lambda x: x.clamp_min(0.0),
+        lambda x: (x > 0).to(x.dtype),
+        lambda y: (y > 0).to(y.dtype),
+        "(y > 0)",
+    ),
 )
 
 
@@ -193,6 +203,15 @@ def candidates(grad_name: str, name: str, r: Tensor, ctx: Context) -> list[d.Can
             right = act.derivative(x) * dy
             at_out = r - right + act.derivative(y) * dy
             form_in = r - right + act.output_form(x) * dy
+            found.append(
+                d.Candidate(
+                    d.DERIVATIVE_MISSING,
+                    f"leaves out the derivative of {act.name}: with {y_name} = "
+                    f"{act.name}({name}), d{name} = {act.name}'({name}) · d{y_name}, not "
+                    f"d{y_name} alone",
+                    r - right + dy,
+                )
+            )
             found.append(
                 d.Candidate(
                     d.AT_OUTPUT,

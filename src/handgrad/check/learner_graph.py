@@ -191,8 +191,6 @@ class Graph:
                 recorder = self._recorder(result, name, i, use.node, use.slot)
                 handles.append(use.node.register_hook(recorder))
         for name, grad in replaced.items():
-            if name in names:
-                continue
             t = self.tensors[name]
             if t.grad_fn is None:
                 continue  # a leaf is consumed by nothing upstream of it
@@ -215,7 +213,9 @@ class Graph:
             t = self.tensors[name]
             result.grads[name] = torch.zeros_like(t) if g is None else g.detach()
         for name in names:
-            if name not in result.grads:
+            if name in replaced:
+                result.grads[name] = replaced[name]
+            elif name not in result.grads:
                 result.grads[name] = torch.zeros_like(self.tensors[name]).detach()
         return result
 
@@ -263,3 +263,27 @@ def _constant(grad: Tensor) -> Any:
         return grad
 
     return hook
+
+
+# Operations with a kink where one side's slope is 0 and the other's 1 (for its input).
+_KINKED = ("relu", "clampmin", "clamp", "threshold", "maximum", "minimum")
+
+
+def kink_points(node: Node, slot: int) -> list[Tensor | float]:
+    """Where the operation's input ``slot`` sits on a kink: the values (or tensors, for
+    maximum/minimum) at which the slope jumps between 0 and 1; empty for smooth operations."""
+    op = op_name(node)
+    if op not in _KINKED:
+        return []
+    try:
+        if op == "relu":
+            return [0.0]
+        if op in ("clampmin", "clamp"):
+            found = [getattr(node, "_saved_min", None), getattr(node, "_saved_max", None)]
+            return [float(v) for v in found if isinstance(v, int | float)]
+        if op == "threshold":
+            return [float(node._saved_threshold)]
+        other = node._saved_other if slot == 0 else node._saved_self
+        return [other.detach()]
+    except (AttributeError, RuntimeError, TypeError):
+        return []
