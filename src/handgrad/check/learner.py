@@ -70,7 +70,7 @@ __all__ = [
 _HALF = Tolerance(rtol=2e-2, floor=1e-1, fd_rtol=2e-2, diagnose_rtol=2e-2)
 
 # Seconds finite differences may take in all (fd=None); the forward is timed once.
-FD_BUDGET = 2.0
+FD_BUDGET = 1.0
 
 
 def _tolerance(dtype: torch.dtype) -> Tolerance:
@@ -236,7 +236,9 @@ def check_gradients(
                 "gradient (integer targets and indices are not differentiated)"
             )
 
-    inputs64 = _copies(inputs, torch.float64, wanted)
+    # Every floating input requires grad (even one with no gradient given): the graph through
+    # the intermediates is recorded only then.
+    inputs64 = _copies(inputs, torch.float64, set(inputs))
     loss, inter = _run(forward, inputs64, torch.float64)
     clash = sorted(set(inter) & set(inputs))
     if clash:
@@ -255,7 +257,7 @@ def check_gradients(
     if not loss.requires_grad:
         raise ValueError(
             "check_gradients: the loss does not depend, through differentiable operations, on "
-            "any of the inputs whose gradients are given"
+            "any floating input"
         )
 
     named = {n: inputs64[n] for n in grads if n in inputs64} | inter
@@ -337,7 +339,7 @@ def _same_dtype_grads(
     if dtype == torch.float64:
         return None
     try:
-        copies = _copies(inputs, None, set(grads))
+        copies = _copies(inputs, None, set(inputs))
         loss, inter = _run(forward, copies, dtype)
         named = {n: copies[n] for n in grads if n in copies} | inter
         tensors = [named[n] for n in grads]
@@ -437,6 +439,9 @@ def _check_one(
         rescued = fd.at_kinks(name, gc, r, tol, scale)
         if rescued is not None:
             return row("ok", "ok", extra=rescued), False
+        fd_note = fd.against_autograd(name, gc, r, tol, scale)
+    else:
+        fd_note = None
 
     # Judge the line locally: recompute from the learner's own upstream gradients.
     replaced = {n: t for n, t in fitted.items() if n != name}
@@ -447,7 +452,7 @@ def _check_one(
     scale_loc = _scale(r_loc, local.contributions[name], local.upstream_top[name], tol)
     local_diff = max_abs(gc.double() - r_loc) if gc is not None else None
     if local_diff is not None and local_diff <= tol.rtol * scale_loc:
-        return row("inherited", "", local_diff), False
+        return row("inherited", "", local_diff, fd_note), False
     uses = [
         (f"`{u.leads_to}`" if u.leads_to else f"its use in a {u.op}", c)
         for u, c in zip(graph.uses[name], local.contributions[name], strict=True)
@@ -466,7 +471,7 @@ def _check_one(
         kind, verdict = diagnose_shape(f"d{name}", g, r_loc, tol, scale_loc, ctx)
     else:
         kind, verdict = diagnose_values(f"d{name}", name, gc, r_loc, tol, scale_loc, sizes, ctx)
-    return row(kind, verdict, local_diff), True
+    return row(kind, verdict, local_diff, fd_note), True
 
 
 class _FD:
@@ -550,6 +555,26 @@ class _FD:
             return (
                 f"finite differences disagree at {list(where.index)} (yours {where.hand:.6g}, "
                 f"finite differences {where.central:.6g}): is the forward differentiable there?"
+            )
+        return None
+
+    def against_autograd(
+        self, name: str, g: Tensor, r: Tensor, tol: Tolerance, scale: float
+    ) -> str | None:
+        """For an input's gradient autograd calls wrong: a note if finite differences side
+        with the learner (then the forward is not differentiable the way it computes)."""
+        if not self.enabled:
+            return None
+        indices = sample_indices(g.numel(), self.samples, self.generator)
+        probes = self._probe(name, indices)
+        self.checked += len(indices)
+        yours = judge(probes, g, rtol=tol.fd_rtol, scale=scale)
+        theirs = judge(probes, r, rtol=tol.fd_rtol, scale=scale)
+        if yours.ok and not theirs.ok:
+            self.disagreements.append(name)
+            return (
+                "finite differences agree with yours, not with autograd: the forward is not "
+                "differentiable the way it is written (a .detach(), .data or in-place change?)"
             )
         return None
 

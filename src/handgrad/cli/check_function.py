@@ -72,8 +72,15 @@ def run(args: argparse.Namespace) -> int:
         ]
         try:
             done = subprocess.run(
-                cmd, stdout=sys.stderr, stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=TIMEOUT,
+                check=False,
             )
+            if done.stdout:  # what the file printed: to stderr, never into stdout's report
+                sys.stderr.write(done.stdout.decode("utf-8", errors="replace"))
         except subprocess.TimeoutExpired:
             raise HandgradError(
                 f"--function {path}: no result after {TIMEOUT:.0f} s (a loop in the file?)"
@@ -97,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
 def _child(argv: list[str]) -> int:
     """In the child: check the file, write ``{"report": ...}`` or ``{"error": ...}``."""
     path, result, seed, fd, fd_samples = argv
-    # The file's prints must not reach the parent's stdout (the JSON's): stdout is stderr here.
     from handgrad.check.learner_file import check_file
 
     try:
