@@ -29,7 +29,7 @@ def forward(x, w, y):  # type: ignore[no-untyped-def]
 def backward(x, w, y, bug: str | None = None):  # type: ignore[no-untyped-def]
     n = x.shape[0]
     _, t = forward(x, w, y)
-    h, logits = t["h"], t["logits"]
+    h = t["h"]
     dh = torch.zeros_like(h)
     dh[range(n), y] = -1.0 / n
     dlogits = (1 - h**2) * dh

@@ -94,7 +94,7 @@ def run(
 def test_correct_version_passes_and_inputs_are_untouched() -> None:
     report, inputs, before = run(None)
     assert report.ok, str(report)
-    assert [r.name for r in report.rows][0] == "out"
+    assert report.rows[0].name == "out"
     assert {r.name for r in report.rows} == {"out", "l2", "l1", "w2", "b2", "w1", "b1", "inp"}
     assert all(torch.equal(inputs[k], before[k]) for k in inputs)
     assert not any(hasattr(t, "g") for t in inputs.values())

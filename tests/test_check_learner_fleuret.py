@@ -115,9 +115,7 @@ def run(bug: str | None, per_sample: bool, forward: Any = batched) -> tuple[Any,
     for n in range(N):
         x0, s1, x1, s2, x2 = forward_pass(w1, b1, w2, b2, x[n])
         samples.append(
-            backward_pass(
-                w1, b1, w2, b2, t[n], x0, s1, x1, s2, x2, dl_dw1, dl_db1, dl_dw2, dl_db2
-            )
+            backward_pass(w1, b1, w2, b2, t[n], x0, s1, x1, s2, x2, dl_dw1, dl_db1, dl_dw2, dl_db2)
         )
     grads = grads_from_accumulated(
         {"dl_dw1": dl_dw1, "dl_db1": dl_db1, "dl_dw2": dl_dw2, "dl_db2": dl_db2},
@@ -154,7 +152,9 @@ def test_bug_is_named_at_its_own_line(bug: str, where: str, kind: str) -> None:
     assert all(torch.equal(inputs[k], before[k]) for k in inputs)
 
 
-@pytest.mark.parametrize(("bug", "where", "kind"), [("rebind", "b2", "zero"), ("copy", "w2", "unknown")])
+@pytest.mark.parametrize(
+    ("bug", "where", "kind"), [("rebind", "b2", "zero"), ("copy", "w2", "unknown")]
+)
 def test_parameter_sums_alone_name_a_parameter_mistake(bug: str, where: str, kind: str) -> None:
     report, _, _ = run(bug, per_sample=False)
     assert report.first_wrong == where

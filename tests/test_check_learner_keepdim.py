@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from handgrad import nn
-from handgrad.check import gradcheck
 from handgrad.check import diagnose as d
+from handgrad.check import gradcheck
 
 
 class KeptBias(nn.Linear):

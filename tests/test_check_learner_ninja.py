@@ -50,7 +50,7 @@ def mlp_forward(x1, y1, w1, b1, w2, b2):  # type: ignore[no-untyped-def]
 
 def mlp_backward(inputs: dict[str, torch.Tensor], bug: str | None) -> dict[str, torch.Tensor]:
     """The seed's cell, with one bug switched on."""
-    x1, y1, w1, b1, w2, b2 = inputs.values()
+    x1, y1, w1, w2 = (inputs[k] for k in ("x1", "y1", "w1", "w2"))
     _, t = mlp_forward(**inputs)
     z1, h1, z2, h2 = (t[k].detach() for k in ("z1", "h1", "z2", "h2"))
     dl = 1.0
@@ -188,7 +188,7 @@ def makemore_forward(C, W1, b1, W2, b2, Xb, Yb):  # type: ignore[no-untyped-def]
 
 def makemore_backward(inputs: dict[str, torch.Tensor], bug: str | None) -> dict[str, torch.Tensor]:
     """Exercise 1 of Karpathy's backprop ninja, with one bug switched on."""
-    C, W1, b1, W2, b2, Xb, Yb = inputs.values()
+    C, W1, W2, Xb, Yb = (inputs[k] for k in ("C", "W1", "W2", "Xb", "Yb"))
     n = Xb.shape[0]
     _, t = makemore_forward(**inputs)
     t = {k: v.detach() for k, v in t.items()}

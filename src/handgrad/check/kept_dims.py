@@ -106,7 +106,8 @@ def mark(rows: list[GradRow], name: str, found: Retry) -> None:
             row.diagnosis = Diagnosis(KEPT_DIM, f"{head}; its values are right once it is dropped")
         elif row.diagnosis is not None:
             row.diagnosis = Diagnosis(
-                row.diagnosis.pattern, f"{head}; and its values are wrong too: {row.diagnosis.message}"
+                row.diagnosis.pattern,
+                f"{head}; and its values are wrong too: {row.diagnosis.message}",
             )
         else:
             row.verdict = ERROR

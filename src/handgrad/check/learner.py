@@ -167,8 +167,7 @@ def _validate(inputs: Any, grads: Any) -> None:
         if not isinstance(g, Tensor):
             hint = " (was the backward run? .g is set by it)" if g is None else ""
             raise ValueError(
-                f"check_gradients: grads[{name!r}] must be a tensor, got "
-                f"{type(g).__name__}{hint}"
+                f"check_gradients: grads[{name!r}] must be a tensor, got {type(g).__name__}{hint}"
             )
         if not g.is_floating_point():
             raise ValueError(
@@ -291,15 +290,15 @@ def check_gradients(
     fd_state = _FD(forward, inputs64, loss, fd, fd_samples, seed, grads)
     accepted: dict[str, Tensor] = {}  # gradients right at a kink: the truth below follows them
     for name in order:
-        row, root = _check_one(name, grads, named, graph, truth, fitted, same_dtype, sizes, fd_state)
+        row, root = _check_one(
+            name, grads, named, graph, truth, fitted, same_dtype, sizes, fd_state
+        )
         rows[name] = row
         if row.ok and row.note and "kink" in row.note and name in fitted:
             accepted[name] = fitted[name]
             truth = graph.backprop(all_named, accepted)
         misshapen = [
-            u
-            for u in order
-            if u in graph.downstream(name) and u not in fitted and not rows[u].ok
+            u for u in order if u in graph.downstream(name) and u not in fitted and not rows[u].ok
         ]
         if root and misshapen:
             # Computed from a gradient whose shape is wrong: it cannot be judged on its own.
@@ -325,7 +324,9 @@ def check_gradients(
             row.verdict = "wrong because a gradient it is computed from is wrong: fix that first"
     notes += fd_state.notes()
     dtypes = sorted({str(g.dtype).replace("torch.", "") for g in grads.values()})
-    return LearnerReport([rows[n] for n in order], roots[0] if roots else None, "/".join(dtypes), notes)
+    return LearnerReport(
+        [rows[n] for n in order], roots[0] if roots else None, "/".join(dtypes), notes
+    )
 
 
 def _same_dtype_grads(
@@ -352,7 +353,9 @@ def _same_dtype_grads(
     }
 
 
-def _scale(r: Tensor, contributions: Sequence[Tensor | None], upstream_top: float, tol: Tolerance) -> float:
+def _scale(
+    r: Tensor, contributions: Sequence[Tensor | None], upstream_top: float, tol: Tolerance
+) -> float:
     parts = max((max_abs(c) for c in contributions if c is not None), default=0.0)
     return max(max_abs(r), tol.floor * max(parts, upstream_top))
 
@@ -417,11 +420,15 @@ def _check_one(
         exact_ref = same_dtype[name] if same_dtype is not None else r.to(g.dtype)
         exact = tuple(exact_ref.shape) == shape and torch.equal(gc, exact_ref.to(g.dtype))
 
-    def row(kind: str, verdict: str, local: float | None = None, extra: str | None = None) -> LearnerRow:
+    def row(
+        kind: str, verdict: str, local: float | None = None, extra: str | None = None
+    ) -> LearnerRow:
         text = "; ".join(t for t in (note, extra) if t) or None
-        return LearnerRow(name, tuple(g.shape), shape, exact, approx, maxdiff, kind, verdict, local, text)
+        return LearnerRow(
+            name, tuple(g.shape), shape, exact, approx, maxdiff, kind, verdict, local, text
+        )
 
-    if approx:
+    if approx and gc is not None:
         extra = fd.second_opinion(name, gc, r, tol, scale)
         if kinks:
             extra = "; ".join(
@@ -539,7 +546,9 @@ class _FD:
             )
         return None
 
-    def second_opinion(self, name: str, g: Tensor, r: Tensor, tol: Tolerance, scale: float) -> str | None:
+    def second_opinion(
+        self, name: str, g: Tensor, r: Tensor, tol: Tolerance, scale: float
+    ) -> str | None:
         """Sampled finite differences on an input's gradient judged right by autograd."""
         if not self.enabled or name not in self.leaves:
             return None
@@ -584,7 +593,11 @@ class _FD:
         if not self.enabled:
             return ["finite differences skipped (the forward is too slow for them; fd=True forces)"]
         if self.checked:
-            agree = "agree" if not self.disagreements else "disagree for " + ", ".join(self.disagreements)
+            agree = (
+                "agree"
+                if not self.disagreements
+                else "disagree for " + ", ".join(self.disagreements)
+            )
             return [
                 f"finite differences (float64, {self.checked} sampled coordinates of the inputs' "
                 f"gradients) {agree}"

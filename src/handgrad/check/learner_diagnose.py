@@ -133,12 +133,11 @@ def diagnose_shape(
     got, want = tuple(a.shape), tuple(r.shape)
     rt = tol.diagnose_rtol
     head = f"{grad_name} has shape {got} but the tensor has {want}"
-    if a.dim() == 2 and got == want[::-1]:
-        if _close(a.t(), r, rt, scale):
-            return "transpose", (
-                f"{head}, and its transpose is right: the gradient is transposed (for W in "
-                "x @ W, dW = x.T @ dout has W's shape)"
-            )
+    if a.dim() == 2 and got == want[::-1] and _close(a.t(), r, rt, scale):
+        return "transpose", (
+            f"{head}, and its transpose is right: the gradient is transposed (for W in "
+            "x @ W, dW = x.T @ dout has W's shape)"
+        )
     for up in ctx.upstream:
         if up is None or up.dim() == 0 or up.dim() < len(want):
             continue
@@ -157,14 +156,13 @@ def diagnose_shape(
                     f"{' with keepdim=True' if keep else ''}; the sum must run over axis "
                     f"{where}, the axes along which the tensor was broadcast"
                 )
-    if a.numel() == r.numel():
-        if _close(a.reshape(want), r, rt, scale):
-            if squeezed_shape(got) == squeezed_shape(want) and a.dim() < r.dim():
-                return "shape", (
-                    f"{head}; the values are right once reshaped to {want}: keep the "
-                    "dimension (keepdim=True), or it broadcasts along the wrong axis"
-                )
-            return "shape", f"{head}; the values are right once reshaped to {want}"
+    if a.numel() == r.numel() and _close(a.reshape(want), r, rt, scale):
+        if squeezed_shape(got) == squeezed_shape(want) and a.dim() < r.dim():
+            return "shape", (
+                f"{head}; the values are right once reshaped to {want}: keep the "
+                "dimension (keepdim=True), or it broadcasts along the wrong axis"
+            )
+        return "shape", f"{head}; the values are right once reshaped to {want}"
     if a.dim() == r.dim() + 1 and got[1:] == want and _close(a.sum(0), r, rt, scale):
         return "shape", (
             f"{head}, and its sum over the first dimension is right: it was not summed over "

@@ -103,7 +103,9 @@ def check_file(
             f"--function {path}: make_inputs() must return a non-empty dict name -> tensor, "
             f"got {type(inputs).__name__}"
         )
-    copies = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    copies = {
+        k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()
+    }
     with torch.no_grad():
         out = _call("forward(**inputs)", path, module.forward, **copies)
     try:
@@ -129,6 +131,8 @@ def check_file(
             f"{type(grads).__name__}"
         )
     try:
-        return check_gradients(module.forward, inputs, grads, fd=fd, fd_samples=fd_samples, seed=seed)
+        return check_gradients(
+            module.forward, inputs, grads, fd=fd, fd_samples=fd_samples, seed=seed
+        )
     except ValueError as exc:
         raise HandgradError(f"--function {path}: {exc}") from None

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from handgrad.check.compare import max_abs
+
 Node = Any  # torch.autograd.graph.Node (its C++ classes have no common Python type to name)
 
 
@@ -221,15 +223,16 @@ class Graph:
 
     @staticmethod
     def _recorder(result: Pass, name: str, index: int, node: Node, slot: int) -> Any:
-        def hook(  # noqa: ANN202
-grad_inputs: tuple[Tensor | None, ...], grad_outputs: tuple[Tensor | None, ...]):
+        def hook(
+            grad_inputs: tuple[Tensor | None, ...], grad_outputs: tuple[Tensor | None, ...]
+        ) -> None:
             g = grad_inputs[slot]
             if g is not None:
                 result.contributions[name][index] = g.detach().clone()
             if grad_outputs and grad_outputs[0] is not None:
                 up = grad_outputs[0].detach()
                 result.upstream[name][index] = unreduced(node, slot, up)
-            top = max((float(o.abs().max()) for o in grad_outputs if _nonempty(o)), default=0.0)
+            top = max((max_abs(o) for o in grad_outputs if o is not None), default=0.0)
             result.upstream_top[name] = max(result.upstream_top[name], top)
 
         return hook
@@ -252,10 +255,6 @@ def unreduced(node: Node, slot: int, up: Tensor) -> Tensor:
     except (AttributeError, RuntimeError):
         pass
     return up.clone()
-
-
-def _nonempty(t: Tensor | None) -> bool:
-    return t is not None and t.numel() > 0
 
 
 def _constant(grad: Tensor) -> Any:

@@ -92,8 +92,8 @@ class LearnerReport:
         for r in self.rows:
             marker = "  <- first wrong" if r.name == self.first_wrong else ""
             lines.append(
-                f"{r.name:{width}s} | exact: {str(r.exact):5s} | approximate: "
-                f"{str(r.approx):5s} | maxdiff: {_num(r.maxdiff)} | {_verdict(r)}{marker}"
+                f"{r.name:{width}s} | exact: {r.exact!s:5s} | approximate: "
+                f"{r.approx!s:5s} | maxdiff: {_num(r.maxdiff)} | {_verdict(r)}{marker}"
             )
         lines.append(self.summary)
         lines += [f"note: {n}" for n in self.notes]
@@ -106,7 +106,9 @@ class LearnerReport:
         )
         body = []
         for r in self.rows:
-            style = ' style="background:#fdd;font-weight:bold"' if r.name == self.first_wrong else ""
+            style = (
+                ' style="background:#fdd;font-weight:bold"' if r.name == self.first_wrong else ""
+            )
             cells = (r.name, r.exact, r.approx, _num(r.maxdiff), r.kind, r.verdict)
             body.append(
                 f"<tr{style}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"

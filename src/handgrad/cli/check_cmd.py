@@ -43,14 +43,17 @@ Fleuret's accumulated dl_d*, backprop ninja's dlogits...) from a file: --functio
 
 Exit status: 0 all gradients right, 1 a gradient is wrong, 2 bad usage or unloadable file."""
 
-_EPILOG = """\
+_EPILOG = (
+    """\
 examples:
   handgrad check --model 784-50-10 --act tanh --loss mse
   handgrad check --model 20-16-16-5 --norm batchnorm --loss cross_entropy --dtype float32
   handgrad check --module my_layer.py:MyLinear --input-shape 7,5 --json
   handgrad check --function examples/backprop_ninja.py
 
-""" + check_function.CONTRACT
+"""
+    + check_function.CONTRACT
+)
 
 
 def register(subparsers: Any) -> None:

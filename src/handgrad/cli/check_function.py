@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from handgrad.errors import HandgradError
 
@@ -113,7 +114,7 @@ def _child(argv: list[str]) -> int:
             fd=False if fd == "off" else None,
             fd_samples=int(fd_samples),
         )
-        payload = {"report": report.to_dict()}
+        payload: dict[str, Any] = {"report": report.to_dict()}
     except HandgradError as exc:
         payload = {"error": str(exc)}
     except Exception as exc:  # anything else is still one line for the learner
