@@ -504,13 +504,16 @@ class _FD:
         self.depth = 1.0 + math.log2(max(numel, 1))
         self.checked = 0
         self.disagreements: list[str] = []
+        self.requested = enabled
         self.enabled = bool(enabled) and bool(self.leaves)
+        self.remaining = math.inf  # forward evaluations left in the time budget
+        self.out_of_time = False
         if enabled is None and self.leaves:
             started = time.perf_counter()
             self.loss0 += self._evaluate()[0]  # the same value, and a warm timing
             seconds = time.perf_counter() - started
-            affordable = int(FD_BUDGET / (2 * max(seconds, 1e-6) * len(self.leaves)))
-            self.samples = min(self.samples, affordable)
+            self.remaining = FD_BUDGET / max(seconds, 1e-6)
+            self.samples = min(self.samples, int(self.remaining / (2 * len(self.leaves))))
             self.enabled = self.samples >= 2
 
     def _evaluate(self) -> tuple[float, float]:
@@ -520,6 +523,11 @@ class _FD:
         return value - self.loss0, (abs(value) + abs(self.loss0) + 1e-300) * self.depth
 
     def _probe(self, name: str, indices: list[int]) -> Any:
+        """The probes at ``indices`` of input ``name``, or None past the time budget."""
+        if 2 * len(indices) > self.remaining:
+            self.out_of_time = True
+            return None
+        self.remaining -= 2 * len(indices)
         saved = self.base[name]
         self.base[name] = saved.clone().contiguous()
         try:
@@ -537,6 +545,8 @@ class _FD:
         if not bad or len(bad) > 32:
             return None
         probes = self._probe(name, bad)
+        if probes is None:
+            return None
         result = judge(probes, g, rtol=tol.fd_rtol, scale=scale)
         if result.ok and result.kinks == len(bad):
             return (
@@ -556,6 +566,8 @@ class _FD:
         if not indices:
             return None
         probes = self._probe(name, indices)
+        if probes is None:
+            return None
         result = judge(probes, g, rtol=tol.fd_rtol, scale=scale, peer=r.to(g.dtype))
         self.checked += len(indices)
         if not result.ok:
@@ -576,6 +588,8 @@ class _FD:
             return None
         indices = sample_indices(g.numel(), self.samples, self.generator)
         probes = self._probe(name, indices)
+        if probes is None:
+            return None
         self.checked += len(indices)
         yours = judge(probes, g, rtol=tol.fd_rtol, scale=scale)
         theirs = judge(probes, r, rtol=tol.fd_rtol, scale=scale)
@@ -590,6 +604,8 @@ class _FD:
     def notes(self) -> list[str]:
         if not self.leaves:
             return []
+        if self.requested is False:
+            return ["finite differences off (fd=False): autograd alone is the reference"]
         if not self.enabled:
             return ["finite differences skipped (the forward is too slow for them; fd=True forces)"]
         if self.checked:
@@ -598,10 +614,13 @@ class _FD:
                 if not self.disagreements
                 else "disagree for " + ", ".join(self.disagreements)
             )
+            budget = " (the time budget stopped them early)" if self.out_of_time else ""
             return [
                 f"finite differences (float64, {self.checked} sampled coordinates of the inputs' "
-                f"gradients) {agree}"
+                f"gradients) {agree}{budget}"
             ]
+        if self.out_of_time:
+            return ["finite differences skipped (past the time budget; fd=True forces)"]
         return []
 
 
