@@ -49,7 +49,7 @@ examples:
   handgrad check --model 784-50-10 --act tanh --loss mse
   handgrad check --model 20-16-16-5 --norm batchnorm --loss cross_entropy --dtype float32
   handgrad check --module my_layer.py:MyLinear --input-shape 7,5 --json
-  handgrad check --function examples/backprop_ninja.py
+  handgrad check --function examples/ninja_style.py
 
 """
     + check_function.CONTRACT
