@@ -147,3 +147,18 @@ def test_dropped_keepdim_is_a_shape_error() -> None:
     report = check_gradients(fwd, inputs, {"s": (2 * s).reshape(-1)})
     row = report.row("s")
     assert row.kind == "shape" and "keep the dimension" in row.verdict
+
+
+def test_a_float64_gradient_of_a_float32_forward_is_held_to_float32() -> None:
+    inputs = make()  # float32
+    grads = {k: v.double() for k, v in backward(**inputs).items()}
+    assert check_gradients(forward, inputs, grads).ok
+
+
+def test_one_tensor_under_two_names_is_refused() -> None:
+    def twice(x, w, y):  # type: ignore[no-untyped-def]
+        h = x @ w
+        return h.sum(), {"h": h, "out": h}
+
+    with pytest.raises(ValueError, match="are the same tensor"):
+        check_gradients(twice, make(), {"h": torch.ones(6, 3)})

@@ -69,6 +69,7 @@ def test_prints_go_to_stderr_and_json_is_alone(
     assert code == 0
     assert json.loads(out)["ok"] is True
     assert "hello from the learner's file" in err
+    assert "runs its top-level code" in err.splitlines()[0]
 
 
 def test_a_wrong_gradient_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

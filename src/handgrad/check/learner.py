@@ -260,6 +260,14 @@ def check_gradients(
         )
 
     named = {n: inputs64[n] for n in grads if n in inputs64} | inter
+    seen: dict[int, str] = {}
+    for name, t in {**inputs64, **inter}.items():
+        if id(t) in seen:
+            raise ValueError(
+                f"check_gradients: {seen[id(t)]!r} and {name!r} are the same tensor; give each "
+                "tensor one name"
+            )
+        seen[id(t)] = name
     graph = Graph(loss, named)
     for name in grads:
         if graph.position(name) == len(graph.nodes):
@@ -284,6 +292,9 @@ def check_gradients(
         if g is not None:
             fitted[name] = g.to(torch.float64)
 
+    # The forward's own precision bounds the learner's: the inputs' dtype's tolerance is the
+    # least a gradient computed from them is held to.
+    working = _tolerance(floating_inputs[0].dtype) if floating_inputs else None
     sizes = {"N": batch_size or _batch_size(list(inter.values()) or floating_inputs)}
     rows: dict[str, LearnerRow] = {}
     roots: list[str] = []
@@ -291,7 +302,7 @@ def check_gradients(
     accepted: dict[str, Tensor] = {}  # gradients right at a kink: the truth below follows them
     for name in order:
         row, root = _check_one(
-            name, grads, named, graph, truth, fitted, same_dtype, sizes, fd_state
+            name, grads, named, graph, truth, fitted, same_dtype, sizes, fd_state, working
         )
         rows[name] = row
         if row.ok and row.note and "kink" in row.note and name in fitted:
@@ -394,10 +405,13 @@ def _check_one(
     same_dtype: Mapping[str, Tensor] | None,
     sizes: Mapping[str, int],
     fd: _FD,
+    working: Tolerance | None,
 ) -> tuple[LearnerRow, bool]:
     """The row of one gradient, and whether its own line is wrong (a root)."""
     g = grads[name].detach()
     tol = _tolerance(g.dtype)
+    if working is not None and working.rtol > tol.rtol:
+        tol = working  # a float64 gradient of a float32 forward is only as exact as float32
     r = truth.grads[name]
     shape = tuple(r.shape)
     gc, kept = _fit(g, shape)

@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
             "(finite differences are its second opinion); use autograd or both"
         )
     fd = "off" if args.reference == "autograd" else "auto"
+    print(
+        f"handgrad: note: importing {path} runs its top-level code (in a child process)",
+        file=sys.stderr,
+    )
     handle, result = tempfile.mkstemp(prefix="handgrad-check-", suffix=".json")
     os.close(handle)
     try:
