@@ -309,7 +309,9 @@ def check_gradients(
             accepted[name] = fitted[name]
             truth = graph.backprop(all_named, accepted)
         misshapen = [
-            u for u in order if u in graph.downstream(name) and u not in fitted and not rows[u].ok
+            u
+            for u in order
+            if u in rows and u not in fitted and not rows[u].ok and u in graph.downstream(name)
         ]
         if root and misshapen:
             # Computed from a gradient whose shape is wrong: it cannot be judged on its own.
