@@ -147,3 +147,90 @@ def test_relu_kink_accepts_the_learners_subgradient_and_what_follows() -> None:
     assert not report.row("l1").exact
     report, _, _ = run("no_mask", zero_rows=3)
     assert report.first_wrong == "l1"
+
+
+# -- the seed's refactor: layers as classes, ``backward`` setting ``.g`` on ``self.inp`` --------
+
+
+class Relu:
+    def __call__(self, inp: Any) -> Any:
+        self.inp = inp
+        self.out = inp.clamp_min(0.0)
+        return self.out
+
+    def backward(self) -> None:
+        self.inp.g = (self.inp > 0).float() * self.out.g
+
+
+class Lin:
+    def __init__(self, w: Any, b: Any) -> None:
+        self.w, self.b = w, b
+
+    def __call__(self, inp: Any) -> Any:
+        self.inp = inp
+        self.out = inp @ self.w + self.b
+        return self.out
+
+    def backward(self) -> None:
+        self.inp.g = self.out.g @ self.w.t()
+        self.w.g = self.inp.t() @ self.out.g
+        if BUG["now"] == "class_transpose":
+            self.w.g = self.out.g.t() @ self.inp
+        self.b.g = self.out.g.sum(0)
+
+
+class Mse:
+    def __call__(self, inp: Any, targ: Any) -> Any:
+        self.inp = inp
+        self.targ = targ
+        self.out = (inp.squeeze() - targ).pow(2).mean()
+        return self.out
+
+    def backward(self) -> None:
+        self.inp.g = 2.0 * (self.inp.squeeze() - self.targ).unsqueeze(-1) / self.targ.shape[0]
+        if BUG["now"] == "class_no_two":
+            self.inp.g = (self.inp.squeeze() - self.targ).unsqueeze(-1) / self.targ.shape[0]
+
+
+class Model:
+    def __init__(self, w1: Any, b1: Any, w2: Any, b2: Any) -> None:
+        self.layers = [Lin(w1, b1), Relu(), Lin(w2, b2)]
+        self.loss = Mse()
+
+    def __call__(self, x: Any, targ: Any) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return self.loss(x, targ)
+
+    def backward(self) -> None:
+        self.loss.backward()
+        for layer in reversed(self.layers):
+            layer.backward()
+
+
+def model_forward(inp, targ, w1, b1, w2, b2):  # type: ignore[no-untyped-def]
+    model = Model(w1, b1, w2, b2)
+    loss = model(inp, targ)
+    l1, l2, out = (layer.out for layer in model.layers)
+    return loss, {"l1": l1, "l2": l2, "out": out}
+
+
+@pytest.mark.parametrize(
+    ("bug", "where", "kind"),
+    [(None, None, "ok"), ("class_transpose", "w2", "transpose"), ("class_no_two", "out", "factor")],
+)
+def test_layers_as_classes(bug: str | None, where: str | None, kind: str) -> None:
+    BUG["now"] = bug
+    inputs = make_inputs()
+    work = {k: v.clone() for k, v in inputs.items()}
+    model = Model(work["w1"], work["b1"], work["w2"], work["b2"])
+    model(work["inp"], work["targ"])
+    model.backward()
+    l1, l2, out = (layer.out for layer in model.layers)
+    grads = grads_from_dot_g({**work, "l1": l1, "l2": l2, "out": out})
+    report = check_gradients(model_forward, inputs, grads)
+    assert report.first_wrong == where, str(report)
+    if where is None:
+        assert report.ok
+    else:
+        assert report.row(where).kind == kind
