@@ -92,8 +92,12 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(saved)
 
 
-def _split_output(out: Any) -> tuple[Tensor, dict[str, Tensor]]:
-    """(loss, intermediates) from what ``forward`` returned."""
+def split_output(out: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """(loss, intermediates) from what ``forward`` returned: the loss, or (loss, dict).
+
+    Raises:
+        ValueError: not a scalar loss, or intermediates that are not a dict name -> tensor.
+    """
     intermediates: Any = {}
     if isinstance(out, tuple | list):
         if len(out) != 2:
@@ -147,7 +151,7 @@ def _run(
             lines = str(exc).strip().splitlines()
             text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
             raise ValueError(f"check_gradients: forward raised {text}") from exc
-    return _split_output(out)
+    return split_output(out)
 
 
 def _validate(inputs: Any, grads: Any) -> None:
@@ -534,7 +538,7 @@ class _FD:
 
     def _evaluate(self) -> tuple[float, float]:
         with torch.no_grad(), _default_dtype(torch.float64):
-            loss, _ = _split_output(self.forward(**self.base))
+            loss, _ = split_output(self.forward(**self.base))
         value = float(loss)
         return value - self.loss0, (abs(value) + abs(self.loss0) + 1e-300) * self.depth
 

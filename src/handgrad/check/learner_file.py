@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from handgrad.check.learner import LearnerReport, _split_output, check_gradients
+from handgrad.check.learner import LearnerReport, check_gradients, split_output
 from handgrad.errors import HandgradError
 
 CONTRACT = ("make_inputs", "forward", "backward")
@@ -109,7 +109,7 @@ def check_file(
     with torch.no_grad():
         out = _call("forward(**inputs)", path, module.forward, **copies)
     try:
-        _, intermediates = _split_output(out)
+        _, intermediates = split_output(out)
     except ValueError as exc:
         raise HandgradError(f"--function {path}: {exc}") from None
     clash = sorted(set(intermediates) & set(copies))
