@@ -146,7 +146,7 @@ def test_a_wrong_subclass_of_a_handgrad_layer_has_both_references(capsys, layer_
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "one of the arguments --model --module is required"),
+        ([], "one of the arguments --model --module --function is required"),
         (["--model", "784-x-10"], "model spec"),
         (["--model", "8-4", "--act", "tahn"], "invalid choice 'tahn' (did you mean tanh?)"),
         (["--model", "8-4", "--batch", "0"], "--batch must be at least 1"),

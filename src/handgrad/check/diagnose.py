@@ -341,6 +341,15 @@ def diagnose_error(name: str, exc: BaseException) -> Diagnosis:
                 f"(torch refused: {text}): the gradient is transposed, e.g. xᵀ·g where "
                 "dL/dW = gᵀ·x has W's shape (D_out, D_in)",
             )
+        if len(got) > len(want) and tuple(s for s in got if s != 1) == tuple(
+            s for s in want if s != 1
+        ):
+            return Diagnosis(
+                KEPT_DIM,
+                f"{name}: backward put a gradient of shape {got} into a .grad of shape {want} "
+                f"(torch refused: {text}): drop the kept dimension of size 1, e.g. g.sum(0) "
+                "instead of g.sum(0, keepdim=True)",
+            )
         if len(got) == len(want) + 1 and got[1:] == want:
             return Diagnosis(
                 BIAS_NOT_SUMMED,

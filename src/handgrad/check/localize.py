@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from handgrad import nn
-from handgrad.check import twins
+from handgrad.check import kept_dims, twins
 from handgrad.check.compare import (
     ERROR,
     OK,
@@ -239,6 +239,10 @@ def check_unit(
     hand_params = {
         local: (p.grad.detach().clone() if p.grad is not None else None) for local, p in params
     }
+    kept = kept_dims.retry(module, x, upstream, error, lambda: seed_cpu(seed)) if error else None
+    if kept is not None:  # a kept dimension torch refused: check the other rows all the same
+        error, hand_input = None, kept.input_grad
+        hand_params.update(kept.grads)
 
     gradients = [
         _Gradient(unit.param_name(local), "param", local, hand_params[local], tuple(p.shape))
@@ -285,6 +289,8 @@ def check_unit(
         if probed is None and _elementwise(module):  # to evaluate f' at the output
             probed = _Probed(module, x, upstream, seed)
         _diagnose_rows(rows, gradients, module, x, upstream, out, probed, settings, layer_scale)
+    if kept is not None:
+        kept_dims.mark(rows, unit.param_name(kept.local), kept)
 
     reference = AUTOGRAD if ref_input is not None else FINITE_DIFFERENCES
     if ref_input is None:

@@ -21,6 +21,7 @@ import torch
 from handgrad import nn
 from handgrad.check import gradcheck
 from handgrad.check.gradcheck import REFERENCES
+from handgrad.cli import check_function
 from handgrad.errors import HandgradError
 from handgrad.nn.mlp import ACTIVATIONS, NORMS
 
@@ -37,13 +38,22 @@ Either build an MLP from a spec (--model 784-50-10), or check your own handgrad.
 subclass from your own file (--module my_layer.py:MyLinear --input-shape 7,5). A module that
 defines its own forward has no torch.nn twin and is checked by finite differences alone.
 
+Or check your own backward pass written as plain functions or notebook code (fastai's .g,
+Fleuret's accumulated dl_d*, backprop ninja's dlogits...) from a file: --function FILE (below).
+
 Exit status: 0 all gradients right, 1 a gradient is wrong, 2 bad usage or unloadable file."""
 
-_EPILOG = """\
+_EPILOG = (
+    """\
 examples:
   handgrad check --model 784-50-10 --act tanh --loss mse
   handgrad check --model 20-16-16-5 --norm batchnorm --loss cross_entropy --dtype float32
-  handgrad check --module my_layer.py:MyLinear --input-shape 7,5 --json"""
+  handgrad check --module my_layer.py:MyLinear --input-shape 7,5 --json
+  handgrad check --function examples/ninja_style.py
+
+"""
+    + check_function.CONTRACT
+)
 
 
 def register(subparsers: Any) -> None:
@@ -66,6 +76,7 @@ def register(subparsers: Any) -> None:
         "imported (its top-level code runs: importing your code is the point, so check only "
         "files you trust); CLASS is constructed with no arguments, or with --args",
     )
+    what.add_argument("--function", metavar="FILE", help=check_function.HELP)
     p.add_argument(
         "--act",
         default="relu",
@@ -149,6 +160,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build what to check, check it, print the report; 0 if every gradient is right, else 1."""
+    if getattr(args, "function", None) is not None:
+        return check_function.run(args)
     if args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
     if args.fd_samples < 1:
