@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "check_cmd",
     "data_cmd",
     "smoke_cmd",
+    "doctor_cmd",
+    "report_cmd",
 )
 
 
