@@ -130,7 +130,7 @@ def test_statistics_equal_what_torch_hooks_measure() -> None:
             assert 0 < fa["update_ratio"] < 1
 
 
-def test_layers_jsonl_round_trip_and_partial_line(tmp_path) -> None:  # noqa: ANN001
+def test_layers_jsonl_round_trip_and_partial_line(tmp_path) -> None:
     model = _model("tanh", torch.float32)
     probe = ls.SequentialProbe(model)
     x, y = torch.randn(16, 20), torch.randn(16, 5)
