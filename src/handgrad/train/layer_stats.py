@@ -449,7 +449,6 @@ def stats_steps(total: int, eval_every: int, first: int = 10) -> Iterator[int]:
     seen: set[int] = set()
     for s in range(1, total + 1):
         power = s & (s - 1) == 0 and s < eval_every
-        if s <= first or power or s % eval_every == 0 or s == total:
-            if s not in seen:
-                seen.add(s)
-                yield s
+        if (s <= first or power or s % eval_every == 0 or s == total) and s not in seen:
+            seen.add(s)
+            yield s
