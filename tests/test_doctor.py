@@ -59,7 +59,10 @@ def test_nan_loss_is_diverged(tmp_path: Path) -> None:
 def test_overfitting_is_advice(tmp_path: Path) -> None:
     losses = [2.0, 1.0, 0.5, 0.3, 0.2, 0.1]
     valid = [2.0, 1.1, 0.8, 0.9, 1.0, 1.2]
-    ms = [_m(s, loss, 0.4 - 0.05 * s, v) for s, (loss, v) in enumerate(zip(losses, valid, strict=True))]
+    ms = [
+        _m(s, loss, 0.4 - 0.05 * s, v)
+        for s, (loss, v) in enumerate(zip(losses, valid, strict=True))
+    ]
     d = doctor.diagnose(_write(tmp_path / "r", ms))
     assert kinds(d) == ["overfitting"] and d.ok
     assert d.findings[0].step == 2 and d.findings[0].value == pytest.approx(1.5)
