@@ -119,15 +119,15 @@ def test_page_in_headless_chromium(run: Path) -> None:
             assert heat[0]["customdata"] == [
                 [r["hist"][k] for r in first] for k in range(ls.HIST_BINS)
             ]
-            assert [t["visible"] for t in heat][:2] == [True, False]
-            # the layer picker: choose "1 (ReLU)" and only its heat map is shown
+            assert [t["visible"] for t in heat][:2] == [False, True]  # the first activation
+            # the layer picker: choose "0 (Linear)" and only its heat map is shown
             page.locator("#colorful-dimension .updatemenu-header-group").click()
             page.locator("#colorful-dimension .updatemenu-dropdown-button-group").get_by_text(
-                "1 (ReLU)"
+                "0 (Linear)"
             ).click()
             page.wait_for_timeout(300)
             shown = [t["visible"] for t in data("colorful-dimension")]
-            assert shown[1] is True and shown.count(True) == 1
+            assert shown[0] is True and shown.count(True) == 1
 
             dead = {t["name"]: t for t in data("dead-saturated")}
             assert dead["1 (ReLU) dead"]["y"] == pytest.approx([r["dead"] for r in layers["1"]])

@@ -74,9 +74,19 @@ def _curves(go: Any, metrics: list[dict[str, Any]]) -> str:
     return _div(fig, "curves-chart")
 
 
+def _heat_title(r: dict[str, Any]) -> str:
+    lo, hi = r["hist_range"]
+    return (
+        f"output histogram of {ls.label(r)} over time ({len(r['hist'])} bins on "
+        f"[{lo:g}, {hi:g}], colour log(1 + count)); pick a layer on the right"
+    )
+
+
 def _layer_charts(go: Any, layers: list[dict[str, Any]]) -> str:
     groups = ls.by_layer(layers)
     names = list(groups)
+    # shown first: the first activation (what fastai's colorful dimension plots), else layer 0
+    shown = next((i for i, n in enumerate(names) if groups[n][0]["type"] != "Linear"), 0)
     # the colorful dimension: one heat map per layer, the picker shows one at a time
     heat = go.Figure()
     for i, name in enumerate(names):
@@ -94,7 +104,7 @@ def _layer_charts(go: Any, layers: list[dict[str, Any]]) -> str:
                 hovertemplate="step %{x}<br>output %{y:.3g}<br>count %{customdata}<extra></extra>",
                 colorscale="Viridis",
                 showscale=False,
-                visible=i == 0,
+                visible=i == shown,
                 name=ls.label(rs[0]),
             )
         )
@@ -104,14 +114,16 @@ def _layer_charts(go: Any, layers: list[dict[str, Any]]) -> str:
             "method": "update",
             "args": [
                 {"visible": [j == i for j in range(len(names))]},
-                {"title": f"output histogram of {ls.label(groups[name][0])} over time"},
+                {"title": _heat_title(groups[name][0])},
             ],
         }
         for i, name in enumerate(names)
     ]
     heat.update_layout(
-        title=f"output histogram of {ls.label(groups[names[0]][0])} over time",
-        updatemenus=[{"buttons": buttons, "x": 1.0, "xanchor": "right", "y": 1.18}],
+        title=_heat_title(groups[names[shown]][0]),
+        updatemenus=[
+            {"buttons": buttons, "active": shown, "x": 1.0, "xanchor": "right", "y": 1.18}
+        ],
         xaxis_title="step (x: log scale)",
         xaxis_type="log",
         yaxis_title="output value",
