@@ -56,6 +56,13 @@ def test_nan_loss_is_diverged(tmp_path: Path) -> None:
     assert d.findings[0].step == 20 and "not finite" in d.findings[0].message
 
 
+def test_divergence_for_the_loop_to_stop_on() -> None:
+    ok = [_m(0, 2.3, 0.9), _m(10, 1.5, 0.5)]
+    assert doctor.divergence(ok) is None and doctor.divergence([]) is None
+    found = doctor.divergence([*ok, _m(20, 1.5e13, 0.9)])
+    assert found is not None and found.kind == "diverged" and found.step == 20
+
+
 def test_overfitting_is_advice(tmp_path: Path) -> None:
     losses = [2.0, 1.0, 0.5, 0.3, 0.2, 0.1]
     valid = [2.0, 1.1, 0.8, 0.9, 1.0, 1.2]
@@ -186,3 +193,41 @@ def test_real_fleuret_practical3_on_and_after_its_plateau(tmp_path: Path) -> Non
     assert plateau.until is not None and 15 <= plateau.until <= 35
     assert plateau.value == pytest.approx(0.883)
     assert "stalled" not in kinds(after) and "vanishing_gradients" not in kinds(after)
+
+
+def test_real_shortened_accuracy_recipes_pass(tmp_path: Path) -> None:
+    d = _real(tmp_path / "a", "--recipe", "ninja-adamw", "--steps", "40", "--eval-every", "10")
+    assert d.ok, d.text()
+    run = cli_run(tmp_path / "b", "--recipe", "subset-best", "--epochs", "2")  # augmented
+    d = doctor.diagnose(run)
+    assert d.ok, d.text()
+    assert d.not_judged and "no layers.jsonl" in d.not_judged[0]
+
+
+@pytest.mark.slow
+def test_seed003_as_written_plateau(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/seed003_as_written.py: inputs x 0.9, targets 0/1 (what --input-scale will do).
+    It prints the notebook's log (1000.00, 963.68, 940.46, ... 899.43 at pass 13) and the doctor
+    finds the plateau of passes 1-26 once it has lifted."""
+    import runpy
+    import sys
+
+    script = Path(__file__).parents[1] / "bench" / "seed003_as_written.py"
+    argv = sys.argv
+    sys.argv = ["seed003_as_written.py", "--passes", "40", "--out", str(tmp_path)]
+    try:
+        runpy.run_path(str(script), {}, "__main__")
+    finally:
+        sys.argv = argv
+    log = capsys.readouterr().out.splitlines()
+    assert log[0].startswith("0 acc_train_loss 1000.00")
+    assert log[1].startswith("1 acc_train_loss 963.68 acc_train_error 88.30% test_error 90.10%")
+    assert log[2].startswith("2 acc_train_loss 940.46")
+    assert log[13] == "13 acc_train_loss 899.43 acc_train_error 88.30% test_error 90.10%"
+    (run,) = tmp_path.glob("seed003-as-written-*")
+    d = doctor.diagnose(run)
+    plateau = _only(d, "plateau")
+    assert (plateau.step, plateau.until) == (1, 26)
+    assert "7.0e-06" in plateau.message and "N(0, 1e-06)" in plateau.message
+    assert _only(d, "targets_out_of_range").layer == "3 (Tanh)"
+    assert cli_main(["doctor", str(run)]) == 1

@@ -224,6 +224,16 @@ def diagnose(run: Path) -> Diagnosis:
     return diagnose_records(config, metrics, layers, run=str(run))
 
 
+def divergence(metrics: Sequence[Record]) -> Finding | None:
+    """The ``diverged`` finding on the records so far, or None: what the loop calls after
+    each evaluation to stop a run whose loss blew up (non-finite, or 10x its step-0 value)."""
+    if not metrics:
+        return None
+    d = Diagnosis(run="")
+    _diverged(sorted(metrics, key=lambda r: r.get("step", 0)), d)
+    return d.findings[0] if d.findings else None
+
+
 # -- the rules --------------------------------------------------------------------------------
 def _loss(r: Mapping[str, Any]) -> float | None:
     value = r.get("train_loss")

@@ -77,7 +77,10 @@ def _finite(value: float) -> float | None:
 
 
 def _norm(t: Tensor) -> float | None:
-    return _finite(float(torch.linalg.vector_norm(t.detach().double()).item()))
+    """‖t‖₂ summed in float64 (no float64 copy of a large float32 tensor is made)."""
+    t = t.detach()
+    dtype = torch.float64 if t.is_floating_point() else None
+    return _finite(float(torch.linalg.vector_norm(t, dtype=dtype).item()))
 
 
 def _as_rows(t: Tensor) -> Tensor:
@@ -95,12 +98,12 @@ def histogram(y: Tensor, kind: str) -> tuple[list[int], int, int]:
     bins; NaNs are counted nowhere. A value equal to the upper edge falls in the last bin."""
     lo, hi = hist_range(kind)
     flat = y.detach().double().reshape(-1)
-    flat = flat[~torch.isnan(flat)]
+    nan = torch.isnan(flat)
+    if bool(nan.any()):
+        flat = flat[~nan]
     below = int((flat < lo).sum().item())
     above = int((flat > hi).sum().item())
-    inside = flat[(flat >= lo) & (flat <= hi)]
-    index = ((inside - lo) * (HIST_BINS / (hi - lo))).floor().long().clamp_(0, HIST_BINS - 1)
-    counts = torch.bincount(index, minlength=HIST_BINS)
+    counts = torch.histc(flat, bins=HIST_BINS, min=lo, max=hi)  # outside [lo, hi]: not counted
     return [int(c) for c in counts.tolist()], below, above
 
 
@@ -174,11 +177,11 @@ def layer_figures(
         grad = grads.get(pname)
         ratio: float | None = None
         if before is not None and pname in before:
-            w0 = before[pname].detach().double()
-            size = float(torch.linalg.vector_norm(w0).item())
-            if size > 0 and math.isfinite(size):
-                change = torch.linalg.vector_norm(p.detach().double() - w0).item()
-                ratio = _finite(float(change) / size)
+            w0 = before[pname].detach()
+            size = _norm(w0)
+            if size is not None and size > 0:
+                change = _norm(p.detach() - w0)  # the step, in the parameters' dtype
+                ratio = _finite(change / size) if change is not None else None
         figures["params"][pname] = {
             "norm": _norm(p),
             "grad_norm": _norm(grad) if grad is not None else None,
