@@ -142,6 +142,11 @@ def test_layers_jsonl_round_trip_and_partial_line(tmp_path) -> None:
         f.write('{"step": 4, "lay')  # a crash mid-write
     back = ls.read_layers(tmp_path)
     assert back == json.loads(json.dumps(records))
+    ls.truncate_layers(tmp_path, 3)  # a resume from the step-3 checkpoint drops the partial line
+    ls.append_layers(tmp_path, [{**r, "step": 4} for r in records])
+    assert len(ls.read_layers(tmp_path)) == 2 * len(records)
+    ls.truncate_layers(tmp_path, 3)
+    assert ls.read_layers(tmp_path) == back
     groups = ls.by_layer(back)
     assert list(groups) == ["0", "1", "2", "3", "4", "5"]
     assert ls.label(back[1]) == "1 (Tanh)"

@@ -430,6 +430,17 @@ def read_layers(run: Path) -> list[Record]:
     return out
 
 
+def truncate_layers(run: Path, upto: int) -> None:
+    """Keep only the records with ``step <= upto`` (a resumed run drops what a crash left
+    after its checkpoint, as ``records.rewrite_metrics`` does for ``metrics.jsonl``)."""
+    if not (run / LAYERS).exists():
+        return
+    from handgrad.train.records import atomic_write
+
+    kept = [r for r in read_layers(run) if r["step"] <= upto]
+    atomic_write(run / LAYERS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
 def by_layer(records: Iterable[Record]) -> dict[str, list[Record]]:
     """Records grouped by layer name (in first-seen order), each list in step order."""
     groups: dict[str, list[Record]] = {}

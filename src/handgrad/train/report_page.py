@@ -182,7 +182,7 @@ def _layer_charts(go: Any, layers: list[dict[str, Any]]) -> str:
 
 
 def _evaluate_test(run: Path) -> tuple[Any, Any, Any] | str:
-    """``(confusion matrix, x_test, outputs, labels)`` pieces, or why they are unavailable."""
+    """``(x_test, outputs, labels)`` of the run's saved model, or why they are unavailable."""
     try:
         import torch
 
@@ -205,8 +205,10 @@ def _evaluate_test(run: Path) -> tuple[Any, Any, Any] | str:
         return f"the run's model could not be evaluated ({exc})"
 
 
-def _confusion_and_mistakes(go: Any, run: Path) -> tuple[str, str]:
-    got = _evaluate_test(run)
+def _confusion_and_mistakes(
+    go: Any, run: Path, test: tuple[Any, Any, Any] | None
+) -> tuple[str, str]:
+    got = test if test is not None else _evaluate_test(run)
     if isinstance(got, str):
         note = f"<p class='missing'>{html.escape(got)}</p>"
         return note, note
@@ -285,8 +287,12 @@ nav a { margin-right: 1em; }
 """
 
 
-def build_report(run: Path) -> str:
+def build_report(run: Path, test: tuple[Any, Any, Any] | None = None) -> str:
     """The page's HTML for the run in directory ``run``.
+
+    ``test`` is ``(x_test (N, 784), outputs (N, C), labels (N,))`` of the final model when
+    the caller has them (the loop, at the end of a run); otherwise the saved model is loaded
+    and evaluated.
 
     Raises:
         HandgradError: not a run directory, damaged records, or plotly missing.
@@ -306,7 +312,7 @@ def build_report(run: Path) -> str:
                 "<p class='missing'>this run recorded no per-layer statistics (layers.jsonl)</p>",
             )
         )
-    confusion, mistakes = _confusion_and_mistakes(go, run)
+    confusion, mistakes = _confusion_and_mistakes(go, run, test)
     sections.append(("confusion", "confusion matrix", confusion))
     sections.append(("mistakes", "most confident mistakes", mistakes))
     sections.append(("config", "config", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"))
@@ -331,8 +337,9 @@ def build_report(run: Path) -> str:
     )
 
 
-def write_report(run: Path) -> Path:
-    """Write ``run/report.html`` (atomically) and return its path."""
+def write_report(run: Path, test: tuple[Any, Any, Any] | None = None) -> Path:
+    """Write ``run/report.html`` (atomically) and return its path (``test``: as
+    :func:`build_report`)."""
     path = Path(run) / REPORT
-    rec.atomic_write(path, build_report(Path(run)).encode())
+    rec.atomic_write(path, build_report(Path(run), test).encode())
     return path
