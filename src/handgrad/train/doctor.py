@@ -643,7 +643,21 @@ def _vanishing(groups: Mapping[str, list[Record]], d: Diagnosis) -> None:
             break
         since = step
     value = ratios[-1][1]
-    lost = f"{math.log10(1 / value):.0f} orders of magnitude lost" if value > 0 else "all lost"
+    dead = [f.layer for f in d.findings if f.kind == "dead_units"]
+    saturated = [f.layer for f in d.findings if f.kind == "saturated_units"]
+    if value == 0:
+        lost = "no gradient reaches it at all"
+    else:
+        lost = f"{math.log10(1 / value):.0f} orders of magnitude are lost on the way down"
+    if dead:
+        cause = f"the dead units of {', '.join(map(str, dead))} pass no gradient (see dead_units)"
+    elif saturated:
+        cause = f"the saturated units of {', '.join(map(str, saturated))} pass almost none"
+    else:
+        cause = (
+            "usual causes: tiny weights above (a very small --init-std) or saturated "
+            "tanh/sigmoid units; try --init torch or kaiming_normal, ReLU, or --norm layernorm"
+        )
     d.findings.append(
         Finding(
             "vanishing_gradients",
@@ -651,10 +665,7 @@ def _vanishing(groups: Mapping[str, list[Record]], d: Diagnosis) -> None:
             since,
             value,
             f"the gradient reaching this first layer's output is {value:.1e} of the one at "
-            f"{ls.label(last[-1])}: {lost} on the "
-            "way down, so the first layers barely learn. Usual causes: tiny weights above "
-            "(a very small --init-std), or saturated tanh/sigmoid units. Try --init torch "
-            "or kaiming_normal, ReLU, or --norm layernorm",
+            f"{ls.label(last[-1])}: {lost}, so the first layers barely learn; {cause}",
         )
     )
 
