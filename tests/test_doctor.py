@@ -54,6 +54,7 @@ def test_nan_loss_is_diverged(tmp_path: Path) -> None:
     d = doctor.diagnose(run)
     assert not d.ok and kinds(d)[0] == "diverged"
     assert d.findings[0].step == 20 and "not finite" in d.findings[0].message
+    assert any("fewer than the 5" in n for n in d.not_judged)
 
 
 def test_divergence_for_the_loop_to_stop_on() -> None:

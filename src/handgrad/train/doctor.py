@@ -262,6 +262,11 @@ def diagnose_records(
             "update sizes: the run has no layers.jsonl (per-layer statistics were off or the "
             "run is older); lr_too_small/lr_too_large are judged from the loss alone"
         )
+    if len(metrics) < FLAT_RECORDS:
+        d.not_judged.append(
+            f"stalled and plateau: the run has {len(metrics)} evaluations, fewer than the "
+            f"{FLAT_RECORDS} a flat stretch needs (evaluate more often: --eval-every)"
+        )
     _targets(config, d)
     blown = _diverged(metrics, d)
     _lr_too_large(metrics, groups, d, blown)
