@@ -11,6 +11,7 @@ import pytest
 from handgrad.cli.main import main as cli_main
 from handgrad.train import doctor
 from handgrad.train import layer_stats as ls
+from handgrad.train import records as rec
 from tests.doctor_runs import cli_run, replay_layers
 from tests.train_fixtures import one_thread  # noqa: F401
 
@@ -233,3 +234,16 @@ def test_seed003_as_written_plateau(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "7.0e-06" in plateau.message and "N(0, 1e-06)" in plateau.message
     assert _only(d, "targets_out_of_range").layer == "3 (Tanh)"
     assert cli_main(["doctor", str(run)]) == 1
+
+
+def test_real_long_run_overfits_as_advice(tmp_path: Path) -> None:
+    """The default model trained 3x longer than the default: validation loss rises, training
+    loss falls; advice, not failure (no layers.jsonl: the doctor says what it did not judge)."""
+    run = cli_run(tmp_path, "--epochs", "60")
+    d = doctor.diagnose(run)
+    f = _only(d, "overfitting")
+    assert d.ok and f.value is not None and f.value > 1.1
+    records = {r["step"]: r for r in rec.read_metrics(run)}
+    best = min(r["valid_loss"] for r in records.values())
+    assert records[f.step]["valid_loss"] == best
+    assert cli_main(["doctor", str(run)]) == 0
