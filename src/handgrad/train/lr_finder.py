@@ -200,8 +200,9 @@ def plot_lr_finder(result: LRFinderResult, path: Path) -> Path:
         ax.set_xlabel("learning rate")
         ax.set_ylabel("training loss")
         finite = [s for s in result.smoothed if math.isfinite(s)]
+        raw = [v for v in result.losses if math.isfinite(v)]
         if finite:
-            ax.set_ylim(min(finite) * 0.9, max(finite[0], min(finite)) * 1.5)
+            ax.set_ylim(min(min(raw), min(finite)) * 0.9, max(finite[0], min(finite)) * 1.5)
         ax.legend()
         ax.set_title("learning-rate range test")
         fig.tight_layout()
