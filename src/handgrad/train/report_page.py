@@ -124,8 +124,7 @@ def _layer_charts(go: Any, layers: list[dict[str, Any]]) -> str:
         updatemenus=[
             {"buttons": buttons, "active": shown, "x": 1.0, "xanchor": "right", "y": 1.18}
         ],
-        xaxis_title="step (x: log scale)",
-        xaxis_type="log",
+        xaxis={"title": "step (log scale)", "type": "log", "dtick": 1},
         yaxis_title="output value",
         height=420,
     )
@@ -323,7 +322,7 @@ def build_report(run: Path, test: tuple[Any, Any, Any] | None = None) -> str:
     )
     last = metrics[-1]
     summary = ", ".join(
-        f"{k} {last[k]:.4g}"
+        f"{k.replace('_', ' ')} " + (f"{last[k]:.2%}" if k.endswith("error") else f"{last[k]:.4g}")
         for k in ("train_loss", "train_error", "valid_error", "test_error")
         if isinstance(last.get(k), int | float)
     )
