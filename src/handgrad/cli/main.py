@@ -38,6 +38,14 @@ COMMANDS = {
     ),
     "check": ("check_cmd", "check hand-written gradients and name the faulty layer"),
     "data": ("data_cmd", "MNIST: where it comes from, verify checksums, show digits"),
+    "doctor": (
+        "doctor_cmd",
+        "why a run does not learn: dead or saturated units, vanishing gradients, lr",
+    ),
+    "report": (
+        "report_cmd",
+        "write a run's report.html: curves, layer statistics, confusion, findings",
+    ),
 }
 
 
