@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "compare_cmd",
     "check_cmd",
     "data_cmd",
+    "export_cmd",
     "smoke_cmd",
 )
 

@@ -23,7 +23,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.optimize
@@ -54,14 +54,14 @@ STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw")
 PREDICT_CHUNK = 8192  # rows per forward pass when predicting on sparse input
 
 
-def _dtype_of(name: str) -> torch.dtype:
+def _dtype_of(name: object) -> torch.dtype:
     return torch.float32 if name == "float32" else torch.float64
 
 
 class BaseHandgradMLP(BaseEstimator):
     """Shared by ``MLPClassifier`` and ``MLPRegressor``; not for direct use."""
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "solver": [StrOptions({"lbfgs", "sgd", "adam", "adamw"})],
@@ -203,13 +203,13 @@ class BaseHandgradMLP(BaseEstimator):
         self.model_.eval()
         twin = to_torch(self.model_)
         if probabilities and self.out_activation_ == "softmax":
-            twin = torch.nn.Sequential(*twin, torch.nn.Softmax(dim=1))
+            twin = torch.nn.Sequential(*twin.children(), torch.nn.Softmax(dim=1))
         elif probabilities and self.out_activation_ == "logistic":
-            twin = torch.nn.Sequential(*twin, torch.nn.Sigmoid())
+            twin = torch.nn.Sequential(*twin.children(), torch.nn.Sigmoid())
         return twin.eval()
 
     def export_onnx(self, path: Any) -> Any:
-        """Write the network (with the classifier's Softmax/Sigmoid) as ONNX; see handgrad.export."""
+        """Write the network (and a classifier's Softmax/Sigmoid) as ONNX; see handgrad.export."""
         from handgrad.export import export_estimator_onnx
 
         return export_estimator_onnx(self, path)
@@ -241,7 +241,7 @@ class BaseHandgradMLP(BaseEstimator):
         if any(int(h) <= 0 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         sizes = [n_features, *[int(h) for h in hidden], n_outputs]
-        self._arch_ = {
+        self._arch_: dict[str, Any] = {
             "sizes": sizes,
             "activation": self.activation,
             "batchnorm": bool(self.batchnorm),
@@ -548,7 +548,8 @@ class BaseHandgradMLP(BaseEstimator):
         def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
             set_params(theta)
             for p in params:
-                p.grad = None  # the backward passes then write fresh gradients
+                if p.grad is not None:
+                    p.grad.zero_()  # the backward passes accumulate into it
             loss = self._forward_backward(x_all, target, head)
             for p in params:
                 if p.grad is None:
