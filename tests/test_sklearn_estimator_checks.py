@@ -6,9 +6,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from handgrad.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from handgrad.sklearn import MLPClassifier, MLPRegressor
+from tests.train_fixtures import one_thread  # noqa: F401  (one torch thread: tiny nets)
 
 # Every check runs; a check that cannot apply would be listed here with its reason.
 EXPECTED_FAILED: dict[str, dict[str, str]] = {"MLPClassifier": {}, "MLPRegressor": {}}

@@ -22,6 +22,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from handgrad import nn
 from handgrad.sklearn import MLPClassifier, MLPRegressor
+from tests.train_fixtures import one_thread  # noqa: F401  (one torch thread: tiny nets)
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

@@ -232,6 +232,8 @@ class BaseHandgradMLP(BaseEstimator):
             dtype=_dtype_of(arch["dtype"]),
         )
         model.flatten_parameters()
+        if isinstance(getattr(type(model), "input_grad", None), property):
+            model.input_grad = False  # nothing needs dL/dx of the data: skip that product
         return model
 
     def _initialize(self, n_features: int, n_outputs: int, dtype: str) -> None:
