@@ -246,7 +246,7 @@ def export_run(run_dir: Path, fmt: str, path: PathLike) -> Path:
     state, source = rec.load_model_state(run_dir)
     model = model_from_state(config, state).to(device="cpu")
     model.eval()
-    n_features = int(config.model.split("-")[0]) if isinstance(config.model, str) else 784
+    n_features = nn.parse_sizes(config.model)[0]
     output = "softmax" if config.loss == "cross_entropy" else "identity"
     if fmt == "onnx":
         return export_onnx(model, path, n_features=n_features, output=output)
