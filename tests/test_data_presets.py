@@ -140,7 +140,7 @@ def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], fragme
 
 
 def test_presets_listing_and_docstrings() -> None:
-    assert list(PRESETS) == ["fleuret", "fastai", "mnist"]
+    assert list(PRESETS) == ["fleuret", "fastai", "mnist", "fashion-mnist", "kmnist"]
     assert torch.equal(PRESETS["fleuret"]().x_train, load_preset("fleuret").x_train)
     for preset in PRESETS.values():
         doc = preset.build.__doc__ or ""

@@ -42,6 +42,7 @@ COMMANDS = {
         "doctor_cmd",
         "why a run does not learn: dead or saturated units, vanishing gradients, lr",
     ),
+    "export": ("export_cmd", "write a run's model as ONNX or as a NumPy-only predictor"),
     "report": (
         "report_cmd",
         "write a run's report.html: curves, layer statistics, confusion, findings",

@@ -73,3 +73,72 @@ EMBEDDED_MD5: dict[str, str] = {
 def md5_hex(data: bytes | memoryview) -> str:
     """MD5 of ``data`` as 32 lowercase hex digits (an integrity check, not a security one)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+# -- the other image sets in MNIST's IDX layout ---------------------------------------------
+@dataclass(frozen=True)
+class ImageSet:
+    """A 28x28, 10-class set in MNIST's IDX layout, under MNIST's four file names.
+
+    ``md5`` maps the file keys of ``MNIST_FILES`` to the published MD5s; ``md5_of`` says what
+    they are of: ``"content"`` (the uncompressed IDX bytes, as for MNIST) or ``"gzip"`` (the
+    ``.gz`` file as downloaded, which is what Zalando and KMNIST publish; those sets must then
+    be kept as the ``.gz`` files, since an uncompressed copy cannot be checked).
+    """
+
+    name: str  # preset name and cache folder
+    title: str
+    md5: dict[str, str]
+    md5_of: str  # 'content' or 'gzip'
+    checksums_from: str  # where the MD5s are published
+    classes: tuple[str, ...]
+
+
+MNIST_SET = ImageSet(
+    "mnist",
+    "MNIST",
+    PUBLISHED_MD5,
+    "content",
+    "the MNIST database's published MD5s of the uncompressed files",
+    tuple(str(d) for d in range(10)),
+)
+FASHION_MNIST = ImageSet(
+    "fashion-mnist",
+    "Fashion-MNIST",
+    {
+        "train_images": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train_labels": "25c81989df183df01b3e8a0aad5dffbe",
+        "test_images": "bef4ecab320f06d8554ea6380940ec79",
+        "test_labels": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    "gzip",
+    "the README of zalandoresearch/fashion-mnist (MD5 of each .gz file)",
+    (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+)
+KMNIST = ImageSet(
+    "kmnist",
+    "Kuzushiji-MNIST",
+    {
+        "train_images": "bdb82020997e1d708af4cf47b453dcf7",
+        "train_labels": "e144d726b3acfaa3e44228e80efcd344",
+        "test_images": "5c965bf0a639b31b8f53240b1b52f4d7",
+        "test_labels": "7320c461ea6c1c855c0b718fb2a4b134",
+    },
+    "gzip",
+    # rois-codh/kmnist's README lists no MD5s; these are the ones torchvision's KMNIST
+    # dataset checks the official .gz files against.
+    "torchvision's KMNIST resources (MD5 of each official .gz file)",
+    ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+)
+IMAGE_SETS: dict[str, ImageSet] = {s.name: s for s in (MNIST_SET, FASHION_MNIST, KMNIST)}

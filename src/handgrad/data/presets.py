@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from handgrad.data.checksums import IMAGE_SETS
+from handgrad.data.sets import load_set_arrays
 from handgrad.data.sources import (
     EMBEDDED_SOURCE,
     load_embedded,
@@ -232,14 +234,20 @@ def fastai(
 
 
 def mnist_from_arrays(
-    arrays: dict[str, np.ndarray], *, dtype: torch.dtype = torch.float32, source: str = ""
+    arrays: dict[str, np.ndarray],
+    *,
+    dtype: torch.dtype = torch.float32,
+    source: str = "",
+    name: str = "mnist",
 ) -> Dataset:
-    """All official records, pixels / 255 (see :func:`mnist`)."""
+    """All official records, pixels / 255 (see :func:`mnist`); ``name`` is the set's preset
+    name (``fashion-mnist`` and ``kmnist`` are built the same way)."""
     y_train, y_test = _labels(arrays["train_labels"]), _labels(arrays["test_labels"])
     x_train = _flat(arrays["train_images"], dtype) / 255  # (60000, 784) in [0, 1]
     x_test = _flat(arrays["test_images"], dtype) / 255  # (10000, 784)
+    title = IMAGE_SETS[name].title if name in IMAGE_SETS else name
     description = (
-        f"official MNIST: {len(x_train)} train / {len(x_test)} test images in file order; "
+        f"official {title}: {len(x_train)} train / {len(x_test)} test images in file order; "
         f"x (N, 784) {dtype} = pixel / 255 in [0, 1]; y int64 class indices (N,)"
     )
     return Dataset(
@@ -249,7 +257,7 @@ def mnist_from_arrays(
         y_test=y_test,
         labels_train=y_train,
         labels_test=y_test,
-        name="mnist",
+        name=name,
         source=source,
         description=description,
     )
@@ -275,6 +283,34 @@ def mnist(
     return _move(mnist_from_arrays(arrays, dtype=dtype, source=source), device)
 
 
+def _image_set_preset(name: str) -> Callable[..., Dataset]:
+    def build(
+        *,
+        data_dir: DataDir = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        download: bool = True,
+    ) -> Dataset:
+        arrays, directory = load_set_arrays(name, data_dir, download=download)
+        ds = mnist_from_arrays(arrays, dtype=dtype, source=str(directory), name=name)
+        return _move(ds, device)
+
+    build.__name__ = name.replace("-", "_")
+    build.__doc__ = (
+        f"{IMAGE_SETS[name].title}, laid out as :func:`mnist`.\n\n"
+        "    Returns:\n"
+        "        ``x_train`` ``(60000, 784)`` and ``x_test`` ``(10000, 784)`` of ``dtype``, the "
+        "official files in order, pixels / 255 in [0, 1]; ``y_*``/``labels_*``: int64 class "
+        "indices ``(N,)`` in 0-9. Read from the set's own folder and verified by its published "
+        "checksums (see :mod:`handgrad.data.sets`)."
+    )
+    return build
+
+
+fashion_mnist = _image_set_preset("fashion-mnist")
+kmnist = _image_set_preset("kmnist")
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named preset: a one-line summary for listings and the function that builds it."""
@@ -297,6 +333,10 @@ PRESETS: dict[str, Preset] = {
         "fastai", "50,000 train / 10,000 valid from the train file, pixels / 256", fastai
     ),
     "mnist": Preset("mnist", "60,000 train / 10,000 test, pixels / 255, class indices", mnist),
+    "fashion-mnist": Preset(
+        "fashion-mnist", "Zalando's Fashion-MNIST, 60,000 / 10,000, as mnist", fashion_mnist
+    ),
+    "kmnist": Preset("kmnist", "Kuzushiji-MNIST, 60,000 / 10,000, as mnist", kmnist),
 }
 
 
@@ -310,7 +350,8 @@ def load_preset(
     device: torch.device | str = "cpu",
     download: bool = True,
 ) -> Dataset:
-    """Load the preset ``name`` (``'fleuret'``, ``'fastai'`` or ``'mnist'``); see each one.
+    """Load the preset ``name`` (``'fleuret'``, ``'fastai'``, ``'mnist'``, ``'fashion-mnist'``
+    or ``'kmnist'``); see each one.
 
     ``full`` matters only for ``fleuret`` (the others are always the full set);
     ``target_scale`` only for ``fleuret``'s one-hot targets (others raise if it is not 1).

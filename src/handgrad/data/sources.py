@@ -136,12 +136,14 @@ def download_file(
     mirrors: Sequence[str] | None = None,
     expected_md5: str | None = None,
     timeout: float | None = None,
+    md5_of: str = "content",
 ) -> Path:
     """Download ``spec.name`` into ``directory`` from the first mirror that serves it intact.
 
     Each attempt is written to a temporary file in ``directory`` and renamed to its final name
-    only when the MD5 of its uncompressed content equals ``expected_md5`` (default: the
-    published one). Failed attempts leave nothing behind.
+    only when the MD5 of its uncompressed content (``md5_of="gzip"``: of the file as
+    downloaded) equals ``expected_md5`` (default: MNIST's published one). Failed attempts
+    leave nothing behind.
 
     Raises:
         HandgradError: no mirror gave a verified file; the message lists every attempt.
@@ -175,7 +177,7 @@ def download_file(
             try:
                 content = read_bytes(tmp, max_size=MAX_DOWNLOAD_BYTES)
                 parse_mnist(content, spec.name, spec.kind)
-                actual = md5_hex(content)
+                actual = md5_hex(payload if md5_of == "gzip" else content)
             except HandgradError as exc:
                 problem = str(exc).removeprefix(f"{tmp}: ").removeprefix(f"{spec.name}: ")
                 failures.append(f"{url}: {problem}")
