@@ -60,6 +60,10 @@ TORCH_EXTRAS: dict[str, Any] = {
 }
 
 
+# The 0-d entries of torch.optim's per-parameter state (the rest are shaped like the parameter).
+SCALAR_STATE = frozenset({"step", "mu_product", "eta", "mu"})
+
+
 def scalar_dtype() -> torch.dtype:
     """The dtype torch.optim keeps ``state["step"]`` and other 0-d state in."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
@@ -108,7 +112,7 @@ class _Arena:
 
     def view(self, name: str, i: int, like: Tensor) -> Tensor:
         """Parameter ``i``'s view of the buffer ``name``, made for a state tensor like ``like``."""
-        if like.dim() == 0 and self.params[i].dim() != 0:
+        if name in SCALAR_STATE:
             store = self.scalars.get(name)
             if store is None:
                 store = torch.zeros(len(self.params), dtype=like.dtype, device=like.device)
@@ -135,7 +139,7 @@ class _Arena:
         for name, val in state.items():
             if not isinstance(val, Tensor):
                 continue
-            if val.dim() != 0 and val.shape != p.shape:
+            if (val.dim() != 0 if name in SCALAR_STATE else val.shape != p.shape):
                 raise ValueError(
                     f"optimizer state {name!r} of a parameter of shape {tuple(p.shape)} has "
                     f"shape {tuple(val.shape)}"
@@ -401,6 +405,10 @@ class Optimizer(torch.optim.Optimizer):
             super().load_state_dict(state_dict)
         except (ValueError, KeyError) as err:
             raise ValueError(f"{where}: {err}") from None
+        for entry in self.state.values():  # torch's state_dict() hands out its live tensors
+            for name, val in entry.items():
+                if isinstance(val, Tensor):
+                    entry[name] = val.clone()
         self._arenas = []
         if self.has_step:
             self.steps_taken = max((_step_of(s) for s in self.state.values()), default=0)
