@@ -134,16 +134,19 @@ class _Arena:
     def adopt(self, i: int, state: dict[str, Any]) -> None:
         """Move parameter ``i``'s state tensors into this arena (copy, cast to its dtype)."""
         p = self.params[i]
+        for name, val in state.items():
+            if isinstance(val, Tensor) and (
+                val.dim() != 0 if name in SCALAR_STATE else val.shape != p.shape
+            ):
+                raise ValueError(
+                    f"optimizer state {name!r} of a parameter of shape {tuple(p.shape)} has "
+                    f"shape {tuple(val.shape)}"
+                )
         if self.flat_param is None:  # no flat path for this group: state stays where it is
             return
         for name, val in state.items():
             if not isinstance(val, Tensor):
                 continue
-            if (val.dim() != 0 if name in SCALAR_STATE else val.shape != p.shape):
-                raise ValueError(
-                    f"optimizer state {name!r} of a parameter of shape {tuple(p.shape)} has "
-                    f"shape {tuple(val.shape)}"
-                )
             slot = self.view(name, i, val)
             if val is not slot:
                 slot.copy_(val)
@@ -405,10 +408,19 @@ class Optimizer(torch.optim.Optimizer):
             super().load_state_dict(state_dict)
         except (ValueError, KeyError) as err:
             raise ValueError(f"{where}: {err}") from None
-        for entry in self.state.values():  # torch's state_dict() hands out its live tensors
+        # torch casts 0-d state such as mu_product to the parameter's dtype; keep it as saved
+        # (resuming stays bit-exact). And torch's state_dict() hands out its live tensors: copy.
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params, strict=True):
+            entry, saved = self.state.get(p, {}), state_dict["state"].get(saved_id, {})
             for name, val in entry.items():
                 if isinstance(val, Tensor):
-                    entry[name] = val.clone()
+                    like = saved.get(name)
+                    keep = name in SCALAR_STATE and isinstance(like, Tensor)
+                    entry[name] = val.to(like.dtype) if keep else val.clone()  # type: ignore[union-attr]
+                    if entry[name] is val:
+                        entry[name] = val.clone()
         self._arenas = []
         if self.has_step:
             self.steps_taken = max((_step_of(s) for s in self.state.values()), default=0)
