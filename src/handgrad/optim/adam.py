@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -142,30 +143,42 @@ class Adam(Optimizer):
     def _update_fused(self, arrays: dict[str, np.ndarray], t: float, group: dict[str, Any]) -> None:
         # The loop folds the bias correction of v into the step: θ - s·√b2 · m / (√v + ε·√b2).
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        weight_decay = group["weight_decay"]
         bias_correction2_sqrt = (1 - beta2**t) ** 0.5
         step_size = float(lr / (1 - beta1**t))
-        if group["decoupled_weight_decay"]:  # θ·(1 - lr·λ), no L2 term
-            decay, l2 = float(1 - lr * weight_decay), 0.0
-        else:  # θ·1, g + λ·θ
-            decay, l2 = 1.0, weight_decay
         s = arrays["param"].dtype.type
-        coefficients = (
-            s(decay),
-            s(l2),
-            s(1 - beta1),
-            s(beta2),
-            s(1 - beta2),
-            s(eps * bias_correction2_sqrt),
-            s(-step_size * bias_correction2_sqrt),
-            np.finfo(s).tiny,
-            s(-1.0 if group["maximize"] else 1.0),
-        )
+        constant = _constant_coefficients(s, float(lr), beta1, beta2, group)
         moments = (arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"])
+        bias_corrected = (s(eps * bias_correction2_sqrt), s(-step_size * bias_correction2_sqrt))
         if group["amsgrad"]:
-            kernels.kernel("adam_amsgrad")(*moments, arrays["max_exp_avg_sq"], *coefficients)
+            loop = kernels.kernel("adam_amsgrad")
+            loop(*moments, arrays["max_exp_avg_sq"], *constant[:5], *bias_corrected, *constant[5:])
         else:
-            kernels.kernel("adam")(*moments, *coefficients)
+            kernels.kernel("adam")(*moments, *constant[:5], *bias_corrected, *constant[5:])
+
+
+@functools.lru_cache(maxsize=64)
+def _coefficients(
+    s: type, lr: float, beta1: float, beta2: float, weight_decay: float, decoupled: bool, sign: float
+) -> tuple[Any, ...]:
+    """The loop's coefficients that do not change with t, in the arrays' dtype ``s``."""
+    if decoupled:  # θ·(1 - lr·λ), no L2 term
+        decay, l2 = 1 - lr * weight_decay, 0.0
+    else:  # θ·1, g + λ·θ
+        decay, l2 = 1.0, weight_decay
+    tiny = np.finfo(s).tiny
+    return (s(decay), s(l2), s(1 - beta1), s(beta2), s(1 - beta2), tiny, s(sign))
+
+
+def _constant_coefficients(
+    s: type, lr: float, beta1: float, beta2: float, group: dict[str, Any]
+) -> tuple[Any, ...]:
+    sign = -1.0 if group["maximize"] else 1.0
+    decoupled = group["decoupled_weight_decay"]
+    if decoupled and isinstance(group["lr"], Tensor):  # 1 - lr·λ rounded as torch rounds it
+        decay = float(1 - group["lr"] * group["weight_decay"])
+        row = _coefficients(s, lr, beta1, beta2, group["weight_decay"], decoupled, sign)
+        return (s(decay), *row[1:])
+    return _coefficients(s, lr, beta1, beta2, group["weight_decay"], decoupled, sign)
 
 
 class AdamW(Adam):

@@ -102,13 +102,31 @@ class _Arena:
         self.flat_grad: Tensor | None = None
         self.uniform = False  # every parameter has all its state and the same step
         self.np: dict[str, np.ndarray] = {}  # 1-D numpy views for the compiled loops
+        self.requires_grad = any(p.requires_grad for p in self.params)
+        self.compiled = self.dtype in (torch.float32, torch.float64) and self.device.type == "cpu"
 
     def live(self) -> bool:
-        """Whether the parameters are still the memory this arena was built for."""
-        for p, ptr, shape in zip(self.params, self.ptrs, self.shapes, strict=True):
-            if p.data_ptr() != ptr or p.shape != shape:
+        """Whether the parameters are still the memory this arena was built for.
+
+        Moving or re-flattening a parameter gives it new memory, so its address changes.
+        """
+        return [p.data_ptr() for p in self.params] == self.ptrs
+
+    def ready(self) -> bool:
+        """Whether the flat path can run as last step: the same grad slots and memory.
+
+        Every ``.grad`` is checked by identity; of the addresses, the first parameter's only:
+        moving or re-flattening a model moves all its parameters, and gives them new grads
+        (or None), which the identity checks see. Anything else takes ``live()``'s full look.
+        """
+        if not self.uniform or self.grad_slots is None:
+            return False
+        if self.params[0].data_ptr() != self.ptrs[0]:
+            return False
+        for p, slot in zip(self.params, self.grad_slots, strict=True):
+            if p.grad is not slot:
                 return False
-        return all(p.dtype == self.dtype for p in self.params)
+        return True
 
     def view(self, name: str, i: int, like: Tensor) -> Tensor:
         """Parameter ``i``'s view of the buffer ``name``, made for a state tensor like ``like``."""
@@ -294,17 +312,26 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        grad_enabled = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)
-        try:
-            for index, group in enumerate(self.param_groups):
+        arenas = self._arenas
+        for index, group in enumerate(self.param_groups):
+            arena = arenas[index] if index < len(arenas) else None
+            # The common case first: the same flat buffers as last step (a few identity checks).
+            if arena is None or arena.group is not group or not arena.ready():
                 arena = self._arena(index, group)
-                if arena.uniform and arena.find_flat_grad():
-                    self._step_flat(arena, group)
+                if not (arena.uniform and arena.find_flat_grad()):
+                    arena = None
+            # In-place updates of tensors that require grad need grad mode off (as in torch).
+            grad_enabled = torch.is_grad_enabled() and (arena is None or arena.requires_grad)
+            if grad_enabled:
+                torch._C._set_grad_enabled(False)
+            try:
+                if arena is None:
+                    self._step_each(self._arenas[index], group)  # type: ignore[arg-type]
                 else:
-                    self._step_each(arena, group)
-        finally:
-            torch._C._set_grad_enabled(grad_enabled)
+                    self._step_flat(arena, group)
+            finally:
+                if grad_enabled:
+                    torch._C._set_grad_enabled(True)
         self.steps_taken += 1
         return loss
 
@@ -534,7 +561,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _step_flat(self, arena: _Arena, group: dict[str, Any]) -> None:
         assert arena.flat_param is not None and arena.flat_grad is not None
-        if self._fused and arena.dtype in (torch.float32, torch.float64) and arena.device.type == "cpu":
+        if self._fused and arena.compiled:
             arrays = arena.numpy_views()
             t = 0.0
             if self.has_step:
