@@ -347,10 +347,11 @@ class Optimizer(torch.optim.Optimizer):
                 for p in group["params"]:
                     p.grad = None
             return
+        arenas = self._arenas
         for index, group in enumerate(self.param_groups):
-            arena = self._arenas[index] if index < len(self._arenas) else None
-            if arena is not None and arena.find_flat_grad() and arena.flat_grad is not None:
-                arena.flat_grad.zero_()
+            arena = arenas[index] if index < len(arenas) else None
+            if arena is not None and arena.group is group and arena.ready():
+                arena.flat_grad.zero_()  # type: ignore[union-attr]
                 continue
             for p in group["params"]:
                 if p.grad is not None:
