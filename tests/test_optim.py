@@ -223,15 +223,16 @@ def test_flat_parameters_with_flat_grads_take_the_flat_path_every_step() -> None
     mine, slots = flat_params(fresh())
     opt = Adam(mine, lr=0.01)
     calls: list[int] = []
-    real = opt._step_flat
-    opt._step_flat = lambda arena, group: (calls.append(1), real(arena, group))  # type: ignore[method-assign]
+    real = opt._step_each
+    opt._step_each = lambda arena, group: (calls.append(1), real(arena, group))  # type: ignore[method-assign]
     for step in range(5):
         opt.zero_grad()
         for p, slot in zip(mine, slots, strict=True):
             p.grad = slot  # as handgrad's backward re-attaches a None .grad
             slot.fill_(1.0)
         opt.step()
-    assert len(calls) == 4  # the first step creates the state per parameter
+    assert len(calls) == 1  # the first step creates the state per parameter; then flat
+    assert all(opt.state[p]["step"].item() == 5 for p in mine)
 
 
 def test_a_flattened_handgrad_model_takes_the_flat_path() -> None:

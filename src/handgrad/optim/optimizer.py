@@ -102,6 +102,9 @@ class _Arena:
         self.flat_grad: Tensor | None = None
         self.uniform = False  # every parameter has all its state and the same step
         self.np: dict[str, np.ndarray] = {}  # 1-D numpy views for the compiled loops
+        self.fused_arrays: dict[str, np.ndarray] | None = None  # set by the first flat step
+        self.steps: np.ndarray | None = None  # the numpy view of scalars["step"], if fused
+        self.t = 0.0  # their common value, while fused_arrays is set
         self.requires_grad = any(p.requires_grad for p in self.params)
         self.compiled = self.dtype in (torch.float32, torch.float64) and self.device.type == "cpu"
 
@@ -137,6 +140,7 @@ class _Arena:
                 self.scalars[name] = store
                 self.views[name] = list(store.unbind())
                 self.np.clear()
+                self.fused_arrays = None
             return self.views[name][i]
         flat = self.flats.get(name)
         if flat is None:
@@ -147,6 +151,7 @@ class _Arena:
                 for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes, strict=True)
             ]
             self.np.clear()
+            self.fused_arrays = None
         return self.views[name][i]
 
     def adopt(self, i: int, state: dict[str, Any]) -> None:
@@ -173,6 +178,7 @@ class _Arena:
     def check_uniform(self, states: Mapping[Tensor, dict[str, Any]], names: set[str]) -> None:
         """Set ``uniform``: all parameters hold exactly ``names``, in this arena, at one step."""
         self.uniform = False
+        self.fused_arrays = None
         if self.flat_param is None:
             return
         for i, p in enumerate(self.params):
@@ -204,6 +210,7 @@ class _Arena:
             return False
         self.grad_slots, self.flat_grad = grads, flat  # type: ignore[assignment]
         self.np.pop("grad", None)
+        self.fused_arrays = None
         return True
 
     def numpy_views(self) -> dict[str, np.ndarray]:
@@ -315,7 +322,15 @@ class Optimizer(torch.optim.Optimizer):
         arenas = self._arenas
         for index, group in enumerate(self.param_groups):
             arena = arenas[index] if index < len(arenas) else None
-            # The common case first: the same flat buffers as last step (a few identity checks).
+            # The common case first: the same flat buffers as last step (a few identity checks),
+            # and the compiled loop; written out here, as each layer of calls costs time.
+            if arena is not None and arena.fused_arrays is not None and arena.group is group:
+                if arena.ready():
+                    if arena.steps is not None:
+                        arena.t += 1.0
+                        arena.steps.fill(arena.t)  # every state[p]["step"]
+                    self._update_fused(arena.fused_arrays, arena.t, group)
+                    continue
             if arena is None or arena.group is not group or not arena.ready():
                 arena = self._arena(index, group)
                 if not (arena.uniform and arena.find_flat_grad()):
@@ -562,18 +577,16 @@ class Optimizer(torch.optim.Optimizer):
 
     def _step_flat(self, arena: _Arena, group: dict[str, Any]) -> None:
         assert arena.flat_param is not None and arena.flat_grad is not None
-        if self._fused and arena.compiled:
+        if self._fused and arena.compiled:  # (the first flat step; then _step runs the loop)
             arrays = arena.numpy_views()
-            t = 0.0
-            if self.has_step:
-                steps = arrays["scalar:step"]
-                steps += 1
-                t = float(steps[0])
-            self._update_fused(arrays, t, group)
-            for name in arena.scalars:
-                if name != "step":
-                    store = arrays[f"scalar:{name}"]
-                    store[1:] = store[0]
+            assert set(arena.scalars) <= {"step"}, "the compiled loops keep no other 0-d state"
+            arena.steps = arrays.get("scalar:step")
+            arena.fused_arrays = arrays
+            arena.t = 0.0
+            if arena.steps is not None:
+                arena.steps += 1
+                arena.t = float(arena.steps[0])
+            self._update_fused(arrays, arena.t, group)
             return
         state = {name: flat for name, flat in arena.flats.items()}
         state.update({name: views[0] for name, views in arena.views.items() if name in arena.scalars})
