@@ -109,7 +109,10 @@ def test_closure_is_called_and_its_loss_returned() -> None:
 def test_bias_group_without_weight_decay_matches_torch() -> None:
     def groups(ps: list[Tensor]) -> list[dict[str, Any]]:
         weights = [p for p in ps if p.dim() == 2]
-        return [{"params": weights}, {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0}]
+        return [
+            {"params": weights},
+            {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0},
+        ]
 
     mine, theirs = fresh(), [t.clone().requires_grad_() for t in fresh()]
     opt = AdamW(groups(mine), lr=0.01, weight_decay=0.5)
@@ -134,7 +137,9 @@ def test_add_param_group_takes_the_defaults_and_its_own_options() -> None:
 @pytest.mark.parametrize(("name", "options"), CASES, ids=IDS)
 def test_tensor_lr_matches_torch(name: str, options: dict[str, Any]) -> None:
     options = dict(options)
-    lr = torch.tensor(options.pop("lr", getattr(torch.optim, name)([torch.zeros(1)]).defaults["lr"]))
+    lr = torch.tensor(
+        options.pop("lr", getattr(torch.optim, name)([torch.zeros(1)]).defaults["lr"])
+    )
     mine, slots = flat_params(fresh())
     theirs = [t.clone().requires_grad_() for t in fresh()]
     opt = getattr(ho, name)(mine, lr=lr.clone(), **options)
@@ -157,7 +162,9 @@ def test_tensor_lr_matches_torch(name: str, options: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(("name", "options"), CASES, ids=IDS)
-def test_half_precision_steps_like_torch(name: str, options: dict[str, Any], dtype: torch.dtype) -> None:
+def test_half_precision_steps_like_torch(
+    name: str, options: dict[str, Any], dtype: torch.dtype
+) -> None:
     mine, theirs = fresh(dtype=dtype), [t.requires_grad_() for t in fresh(dtype=dtype)]
     try:
         ref = getattr(torch.optim, name)(theirs, **options, foreach=False)
@@ -225,7 +232,7 @@ def test_flat_parameters_with_flat_grads_take_the_flat_path_every_step() -> None
     calls: list[int] = []
     real = opt._step_each
     opt._step_each = lambda arena, group: (calls.append(1), real(arena, group))  # type: ignore[method-assign]
-    for step in range(5):
+    for _ in range(5):
         opt.zero_grad()
         for p, slot in zip(mine, slots, strict=True):
             p.grad = slot  # as handgrad's backward re-attaches a None .grad
@@ -262,7 +269,9 @@ def _reflatten(params: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["reflattened", "moved"])
-def test_params_moved_in_place_keep_the_optimizer_bound_to_the_live_tensors(dtype: torch.dtype) -> None:
+def test_params_moved_in_place_keep_the_optimizer_bound_to_the_live_tensors(
+    dtype: torch.dtype,
+) -> None:
     mine, slots = flat_params(fresh())
     ref_params, ref_slots = flat_params(fresh())
     opt, ref = Adam(mine, lr=0.01), Adam(ref_params, lr=0.01)
@@ -337,7 +346,9 @@ def test_state_dict_is_torch_format_and_a_snapshot() -> None:
 
 def test_load_state_dict_rejects_a_bad_state_with_one_line() -> None:
     opt = Adam(fresh())
-    with pytest.raises(ValueError, match="Adam.load_state_dict: expected keys 'state' and 'param_groups'"):
+    with pytest.raises(
+        ValueError, match=r"Adam.load_state_dict: expected keys 'state' and 'param_groups'"
+    ):
         opt.load_state_dict({"state": {}})
     good = Adam(fresh()).state_dict()
     good["param_groups"][0]["eps"] = -1.0
@@ -376,7 +387,11 @@ def test_checkpoint_state_needs_one_group_and_one_step() -> None:
         (lambda p: Adam(p, maximize=1), TypeError, "maximize must be a bool"),
         (lambda p: Adam(p[0]), TypeError, "params should be an iterable of tensors"),
         (lambda p: Adam([]), ValueError, "empty parameter list"),
-        (lambda p: SGD([torch.zeros(2, dtype=torch.int64)]), ValueError, "should be floating point"),
+        (
+            lambda p: SGD([torch.zeros(2, dtype=torch.int64)]),
+            ValueError,
+            "should be floating point",
+        ),
         (lambda p: ho.Adagrad(p, lr_decay=-1), ValueError, "lr_decay must be >= 0"),
     ],
 )
@@ -420,7 +435,9 @@ FUSED_CASES = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("cls", "options"), FUSED_CASES, ids=lambda x: str(x))
-def test_fused_loop_equals_the_plain_update(cls: type[Optimizer], options: dict[str, Any], dtype: torch.dtype) -> None:
+def test_fused_loop_equals_the_plain_update(
+    cls: type[Optimizer], options: dict[str, Any], dtype: torch.dtype
+) -> None:
     runs = {}
     for fused in (True, False):
         gen = torch.Generator().manual_seed(7)

@@ -70,7 +70,9 @@ def flat_params(init: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torc
     return params, slots
 
 
-def run(name: str, options: dict[str, Any], order: str, fused: bool | None, steps: int = 100) -> float:
+def run(
+    name: str, options: dict[str, Any], order: str, fused: bool | None, steps: int = 100
+) -> float:
     gen = torch.Generator().manual_seed(0)
     init = [torch.randn(s, dtype=torch.float64, generator=gen) for s in SHAPES]
     mine, slots = flat_params(init)
@@ -106,7 +108,9 @@ def run(name: str, options: dict[str, Any], order: str, fused: bool | None, step
 
 # Optimizers with a compiled loop run both engines; the others have the torch operations only.
 ENGINES = [
-    pytest.param(name, options, fused, id=f"{case_id}-{'torch-ops' if fused is False else 'default'}")
+    pytest.param(
+        name, options, fused, id=f"{case_id}-{'torch-ops' if fused is False else 'default'}"
+    )
     for (name, options), case_id in zip(CASES, IDS, strict=True)
     for fused in ([None, False] if name in HAS_FUSED else [None])
 ]
@@ -157,7 +161,9 @@ def test_state_dicts_move_between_handgrad_and_torch_both_ways(
     """Train 20 steps in one, load its state into the other kind, continue both 20 steps."""
     gen = torch.Generator().manual_seed(2)
     init = [torch.randn(s, dtype=torch.float64, generator=gen) for s in SHAPES]
-    grads = [[torch.randn(s, dtype=torch.float64, generator=gen) for s in SHAPES] for _ in range(40)]
+    grads = [
+        [torch.randn(s, dtype=torch.float64, generator=gen) for s in SHAPES] for _ in range(40)
+    ]
 
     def train(opt: Any, params: list[torch.Tensor], steps: range) -> None:
         for k in steps:

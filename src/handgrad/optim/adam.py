@@ -158,7 +158,13 @@ class Adam(Optimizer):
 
 @functools.lru_cache(maxsize=64)
 def _coefficients(
-    s: type, lr: float, beta1: float, beta2: float, weight_decay: float, decoupled: bool, sign: float
+    s: type,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    decoupled: bool,
+    sign: float,
 ) -> tuple[Any, ...]:
     """The loop's coefficients that do not change with t, in the arrays' dtype ``s``."""
     if decoupled:  # θ·(1 - lr·λ), no L2 term

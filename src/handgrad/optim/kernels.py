@@ -8,13 +8,13 @@ They are the separate fast implementation behind ``fused``; each optimizer's ``_
 the plain one they are tested equal to.
 
 Each loop is the update rule of its optimizer, term for term; the docstrings of ``Adam``,
-``SGD`` and ``RMSprop`` give the formulas. ``maximize`` enters as ``sign`` (-1 or 1, exact). The loops have no branches inside (a branch stops numba from
-vectorising): options enter as coefficients that make a term vanish exactly, e.g. Adam's L2
-term ``g + λ·θ`` with λ = 0, or AdamW's ``θ·(1 - lr·λ)`` with a factor of 1. Every scalar
-comes in the arrays' own dtype, so float32 buffers are updated in float32 arithmetic as torch
-updates them. Results agree with the torch-operation path to rounding: one rounding per
-operation in a different order or with fused multiply-adds where torch uses them, about
-1e-16 relative per step in float64.
+``SGD`` and ``RMSprop`` give the formulas; ``maximize`` enters as ``sign`` (-1 or 1, exact).
+The loops have no branches inside (a branch stops numba from vectorising): options enter as
+coefficients that make a term vanish exactly, e.g. Adam's L2 term ``g + λ·θ`` with λ = 0, or
+AdamW's ``θ·(1 - lr·λ)`` with a factor of 1. Every scalar comes in the arrays' own dtype, so
+float32 buffers are updated in float32 arithmetic as torch updates them. Results agree with
+the torch-operation path to rounding: one rounding per operation in a different order or with
+fused multiply-adds where torch uses them, about 1e-16 relative per step in float64.
 
 One deliberate difference: a running average (Adam's m and v, SGD's momentum) that falls
 below the smallest normal number (``tiny``: 1.2e-38 in float32, 2.2e-308 in float64) is

@@ -88,9 +88,7 @@ class _Arena:
         self.ptrs = [p.data_ptr() for p in self.params]
         self.shapes = [p.shape for p in self.params]
         self.dtype, self.device = self.params[0].dtype, self.params[0].device
-        self.same_kind = all(
-            p.dtype == self.dtype and p.device == self.device for p in self.params
-        )
+        self.same_kind = all(p.dtype == self.dtype and p.device == self.device for p in self.params)
         self.offsets = [0]
         for p in self.params:
             self.offsets.append(self.offsets[-1] + p.numel())
@@ -126,7 +124,7 @@ class _Arena:
             return False
         if self.params[0].data_ptr() != self.ptrs[0]:
             return False
-        for p, slot in zip(self.params, self.grad_slots, strict=True):
+        for p, slot in zip(self.params, self.grad_slots, strict=True):  # noqa: SIM110 (faster)
             if p.grad is not slot:
                 return False
         return True
@@ -148,7 +146,9 @@ class _Arena:
             self.flats[name] = flat
             self.views[name] = [
                 flat[a:b].view(shape)
-                for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes, strict=True)
+                for a, b, shape in zip(
+                    self.offsets[:-1], self.offsets[1:], self.shapes, strict=True
+                )
             ]
             self.np.clear()
             self.fused_arrays = None
@@ -285,7 +285,9 @@ class Optimizer(torch.optim.Optimizer):
         """A new parameter's state, torch's keys and initial values (``step`` at 0)."""
         return {"step": torch.tensor(0.0, dtype=scalar_dtype())}
 
-    def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
         """The update rule with torch operations, on one parameter or a whole flat group."""
         raise NotImplementedError
 
@@ -294,7 +296,7 @@ class Optimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     # -- the training-loop API ------------------------------------------------------------
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a ``.grad`` from it; ``.grad`` is not changed.
 
         Args:
@@ -324,13 +326,17 @@ class Optimizer(torch.optim.Optimizer):
             arena = arenas[index] if index < len(arenas) else None
             # The common case first: the same flat buffers as last step (a few identity checks),
             # and the compiled loop; written out here, as each layer of calls costs time.
-            if arena is not None and arena.fused_arrays is not None and arena.group is group:
-                if arena.ready():
-                    if arena.steps is not None:
-                        arena.t += 1.0
-                        arena.steps.fill(arena.t)  # every state[p]["step"]
-                    self._update_fused(arena.fused_arrays, arena.t, group)
-                    continue
+            if (
+                arena is not None
+                and arena.fused_arrays is not None
+                and arena.group is group
+                and arena.ready()
+            ):
+                if arena.steps is not None:
+                    arena.t += 1.0
+                    arena.steps.fill(arena.t)  # every state[p]["step"]
+                self._update_fused(arena.fused_arrays, arena.t, group)
+                continue
             if arena is None or arena.group is not group or not arena.ready():
                 arena = self._arena(index, group)
                 if not (arena.uniform and arena.find_flat_grad()):
@@ -407,7 +413,9 @@ class Optimizer(torch.optim.Optimizer):
             self._validate(group, where)
             for i, p in enumerate(group["params"]):
                 if not p.is_floating_point():
-                    raise ValueError(f"{where}: parameter {i} should be floating point, got {p.dtype}")
+                    raise ValueError(
+                        f"{where}: parameter {i} should be floating point, got {p.dtype}"
+                    )
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
@@ -436,7 +444,9 @@ class Optimizer(torch.optim.Optimizer):
         if "buffers" in state_dict:
             state_dict = self._from_checkpoint(state_dict, where)
         if set(state_dict) != {"state", "param_groups"}:
-            raise ValueError(f"{where}: expected keys 'state' and 'param_groups', got {sorted(state_dict)}")
+            raise ValueError(
+                f"{where}: expected keys 'state' and 'param_groups', got {sorted(state_dict)}"
+            )
         for group in state_dict["param_groups"]:
             missing = [n for n in self.option_names if n not in group]
             if missing:
@@ -461,7 +471,7 @@ class Optimizer(torch.optim.Optimizer):
                 if isinstance(val, Tensor):
                     like = saved.get(name)
                     keep = name in SCALAR_STATE and isinstance(like, Tensor)
-                    entry[name] = val.to(like.dtype) if keep else val.clone()  # type: ignore[union-attr]
+                    entry[name] = val.to(like.dtype) if keep else val.clone()
                     if entry[name] is val:
                         entry[name] = val.clone()
         self._arenas = []
@@ -496,12 +506,19 @@ class Optimizer(torch.optim.Optimizer):
             for name, v in entry.items()
             if name != "step"
         }
-        return {"type": type(self).__name__, "hyper": self.hyper(), "step": step, "buffers": buffers}
+        return {
+            "type": type(self).__name__,
+            "hyper": self.hyper(),
+            "step": step,
+            "buffers": buffers,
+        }
 
     def _from_checkpoint(self, ckpt: Mapping[str, Any], where: str) -> dict[str, Any]:
         _check_keys(where, "checkpoint entry", set(ckpt), {"type", "hyper", "step", "buffers"})
         if ckpt["type"] != type(self).__name__:
-            raise ValueError(f"{where}: expected a state of type {type(self).__name__!r}, got {ckpt['type']!r}")
+            raise ValueError(
+                f"{where}: expected a state of type {type(self).__name__!r}, got {ckpt['type']!r}"
+            )
         if len(self.param_groups) != 1:
             raise ValueError(f"{where}: a checkpoint state needs one parameter group")
         step = ckpt["step"]
@@ -536,9 +553,13 @@ class Optimizer(torch.optim.Optimizer):
         while len(self._arenas) <= index:
             self._arenas.append(None)
         arena = self._arenas[index]
-        if arena is not None and arena.group is group and len(arena.params) == len(group["params"]):
-            if arena.live():
-                return arena
+        if (
+            arena is not None
+            and arena.group is group
+            and len(arena.params) == len(group["params"])
+            and arena.live()
+        ):
+            return arena
         arena = _Arena(group)
         for i, p in enumerate(arena.params):
             state = self.state.get(p)
@@ -589,7 +610,9 @@ class Optimizer(torch.optim.Optimizer):
             self._update_fused(arrays, arena.t, group)
             return
         state = {name: flat for name, flat in arena.flats.items()}
-        state.update({name: views[0] for name, views in arena.views.items() if name in arena.scalars})
+        state.update(
+            {name: views[0] for name, views in arena.views.items() if name in arena.scalars}
+        )
         if self.has_step:
             arena.scalars["step"] += 1
         self._update(arena.flat_param, arena.flat_grad, state, group)
@@ -620,7 +643,10 @@ def check_lr(where: str, lr: Any) -> None:
     """Raise unless ``lr`` is a number > 0 or a one-element floating tensor."""
     if isinstance(lr, Tensor):
         if lr.numel() != 1 or not lr.is_floating_point():
-            raise ValueError(f"{where}: a tensor lr must be one floating-point element, got {tuple(lr.shape)} {lr.dtype}")
+            raise ValueError(
+                f"{where}: a tensor lr must be one floating-point element, got "
+                f"{tuple(lr.shape)} {lr.dtype}"
+            )
         lr = lr.item()
     check_number(where, "lr", lr, low=0.0, low_open=True)
 

@@ -142,9 +142,10 @@ class RMSprop(Optimizer):
                 buffer = arrays["momentum_buffer"]
             else:  # scratch for b = 0·b + g/s, zeroed so that 0·b is exactly 0
                 key = (head[0].shape[0], head[0].dtype.str)
-                buffer = self._scratch.get(key)
-                if buffer is None or buffer.shape != head[0].shape:
-                    buffer = self._scratch[key] = np.zeros_like(head[0])
+                kept = self._scratch.get(key)
+                if kept is None:
+                    kept = self._scratch[key] = np.zeros_like(head[0])
+                buffer = kept
                 buffer.fill(0)
             kernels.kernel("rmsprop_centered")(
                 *head, arrays["grad_avg"], buffer, *common, s(momentum), *tail

@@ -53,7 +53,11 @@ class SGD(Optimizer):
         "nesterov",
         "maximize",
     )
-    group_extras: ClassVar[dict[str, Any]] = {"foreach": None, "differentiable": False, "fused": None}
+    group_extras: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "differentiable": False,
+        "fused": None,
+    }
     has_step: ClassVar[bool] = False
     has_fused_loop: ClassVar[bool] = True
 
