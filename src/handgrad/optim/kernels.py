@@ -20,9 +20,9 @@ One deliberate difference: a running average (Adam's m and v, SGD's momentum) th
 below the smallest normal number (``tiny``: 1.2e-38 in float32, 2.2e-308 in float64) is
 stored as 0. Weights fed by pixels that are rarely lit see long runs of zero gradients, and
 m then decays by β1 each step into the subnormal range; the CPU handles subnormal operands
-in microcode, about a hundred times slower, and with 12-16% of m subnormal (784-800-10,
-batch 16, after one epoch) a step took 500 us instead of 190. The update such a value makes
-is below 1e-38 · lr / ε-scale, far under a float32 weight's rounding.
+in microcode, many times slower, and 12-16% of m is subnormal after one epoch of 784-800-10
+at batch 16 (the cost: ``bench/README.md``, optimizer section). The update such a value
+makes is below 1e-38 · lr / ε-scale, far under a float32 weight's rounding.
 
 numba is imported, and each loop compiled, on first use only (then cached on disk), so that
 ``import handgrad`` stays fast; ``available()`` says whether numba can be used at all.

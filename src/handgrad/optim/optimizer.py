@@ -26,9 +26,11 @@ chosen with ``fused`` (default: wherever it can run, i.e. float32/float64 on the
 two are tested equal.
 
 Parameters that are moved or re-flattened in place (same tensor objects, new memory, e.g.
-``p.data = p.data.double()``) are noticed at the next ``step()`` (their addresses are
-compared with the ones the arena was built for) and the optimizer re-binds to the live
-memory, its state carried over.
+``p.data = p.data.double()``) are noticed at the next ``step()`` and the optimizer re-binds to
+the live memory, its state carried over (cast to the new dtype): the flat path checks each
+``.grad`` against the flat gradient's slots by identity and the first parameter's address
+(moving a model moves every parameter and its grads); any other step compares every
+parameter's address with the ones its state buffers were built for.
 """
 
 from __future__ import annotations
@@ -312,8 +314,8 @@ class Optimizer(torch.optim.Optimizer):
             return _hooked_step(self, closure)
         return self._step(closure)
 
-    # torch wraps ``step`` in a profiler range that calls the step hooks (about 7 us a step);
-    # ``hooked`` tells torch it is done: ``step`` runs that wrapper itself when it is needed.
+    # torch wraps ``step`` in a profiler range that calls the step hooks, at a cost in every
+    # step; ``hooked`` tells torch it is done: ``step`` runs that wrapper when it is needed.
     step.hooked = True  # type: ignore[attr-defined]
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -592,9 +594,27 @@ class Optimizer(torch.optim.Optimizer):
                 arena.adopt(i, state)
             if self.has_step:
                 state["step"] += 1
-            self._update(p, grad, state, group)
+            arrays = self._fused_views(p, grad, state, group) if self._fused else None
+            if arrays is None:
+                self._update(p, grad, state, group)
+            else:
+                self._update_fused(arrays, value(state.get("step", 0.0)), group)
             arena.adopt(i, state)  # state the update created (SGD's first momentum buffer)
         self._check_uniform(arena, group)
+
+    def _fused_views(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> dict[str, np.ndarray] | None:
+        """1-D numpy views of one parameter's tensors for the compiled loop, if it can run."""
+        if param.dtype not in (torch.float32, torch.float64) or param.device.type != "cpu":
+            return None
+        if set(state) != self._state_names(group):  # e.g. SGD's first step
+            return None
+        tensors = {"param": param, "grad": grad}
+        tensors.update({k: v for k, v in state.items() if k not in SCALAR_STATE})
+        if not all(t.is_contiguous() and t.dtype == param.dtype for t in tensors.values()):
+            return None
+        return {k: t.detach().view(-1).numpy() for k, t in tensors.items()}
 
     def _step_flat(self, arena: _Arena, group: dict[str, Any]) -> None:
         assert arena.flat_param is not None and arena.flat_grad is not None
