@@ -76,7 +76,7 @@ def contenders(optim: str) -> dict[str, Callable[[], None]]:
     reattached = make_params(flat=True)
     per_param = make_params(flat=False)
     per_param_opt = ours(per_param, lr=lr)
-    for p in per_param[1:]:  # one parameter without a gradient: every step goes per parameter
+    for p in per_param[-1:]:  # one parameter without a gradient: every step goes per parameter
         p.grad = None
     steps: dict[str, Callable[[], None]] = {
         "handgrad flat": ours(make_params(flat=True), lr=lr).step,
