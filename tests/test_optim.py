@@ -83,6 +83,14 @@ def test_handgrad_schedules_drive_every_group_keeping_their_ratio() -> None:
     assert opt.lr == opt.param_groups[0]["lr"]
 
 
+def test_a_schedule_fills_a_tensor_lr_in_place() -> None:
+    lr = torch.tensor(0.1)
+    opt = SGD(fresh(), lr=lr)
+    Cosine(lr=0.1, total_steps=10).apply(opt, 5)
+    assert opt.param_groups[0]["lr"] is lr
+    assert lr.item() == pytest.approx(Cosine(lr=0.1, total_steps=10).lr_at(5), rel=1e-7)
+
+
 def test_step_hooks_run_as_in_torch() -> None:
     calls: list[str] = []
     opt = Adam(fresh(), lr=0.01)
