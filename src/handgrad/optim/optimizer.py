@@ -19,11 +19,12 @@ operations, line by line as in its docstring. It runs in one of two places:
   whole group is updated at once on 1-D views: ``param``, ``grad`` and each state buffer are
   then ``(numel,)`` tensors covering the group.
 
-``state[p]``'s tensors are views into flat per-group buffers (the *arena*) so that the flat
-path finds them in place; ``state_dict()`` returns copies. A subclass with a compiled loop
+``state[p]``'s tensors are views into flat per-group buffers (the *arena*,
+``handgrad.optim.arena``) so that the flat path finds them in place; ``state_dict()`` returns
+copies. A subclass with a compiled loop
 (``kernels``) also provides ``_update_fused``, the same rule as one pass over 1-D numpy views,
-chosen with ``fused`` (default: wherever it can run, i.e. float32/float64 on the CPU); the
-two are tested equal.
+chosen with ``fused`` (default: wherever it can run, i.e. float32/float64 on the CPU, on the
+flat path and per parameter once a parameter has all its state); the two are tested equal.
 
 Parameters that are moved or re-flattened in place (same tensor objects, new memory, e.g.
 ``p.data = p.data.double()``) are noticed at the next ``step()`` and the optimizer re-binds to
