@@ -1,12 +1,12 @@
 """Optimizers and learning-rate schedules, each update rule written out by hand.
 
-Every optimizer matches its ``torch.optim`` namesake to 1e-12 in float64 (same formulas),
-keeps its state in flat preallocated buffers, and updates a flattened model
-(``model.flatten_parameters()`` before building the optimizer) in one go. On the CPU, SGD,
-Adam and AdamW run their update rule as one loop over the elements compiled by numba
-(``handgrad.optim.kernels``): a single pass over the buffers instead of one per operation
-(``fused=False`` gives the torch-operation version, which RMSprop and other devices use).
-There is one parameter group; ``opt.lr`` is a plain attribute that schedules set.
+Every optimizer is a ``torch.optim.Optimizer`` (parameter groups, ``state_dict`` in torch's
+format, torch's ``lr_scheduler``) that matches its ``torch.optim`` namesake to 1e-12 in
+float64, its update written out once with torch operations (``_update``). A flattened model
+(``model.flatten_parameters()``) is updated in one go per group; on the CPU, SGD, Adam, AdamW
+and RMSprop then run their rule as one loop compiled by numba (``handgrad.optim.kernels``,
+``fused=False`` to use the torch operations instead). ``opt.lr`` reads group 0's learning
+rate and sets every group's; schedules set it.
 
 Examples:
     >>> model.flatten_parameters()
@@ -26,9 +26,16 @@ from typing import Any
 
 from torch import Tensor
 
+from handgrad.optim.adadelta import Adadelta
+from handgrad.optim.adagrad import Adagrad
 from handgrad.optim.adam import Adam, AdamW
+from handgrad.optim.adamax import Adamax
+from handgrad.optim.asgd import ASGD
+from handgrad.optim.nadam import NAdam
 from handgrad.optim.optimizer import Optimizer, build_named
+from handgrad.optim.radam import RAdam
 from handgrad.optim.rmsprop import RMSprop
+from handgrad.optim.rprop import Rprop
 from handgrad.optim.schedules import (
     SCHEDULES,
     Constant,
@@ -46,6 +53,13 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": Adam,
     "adamw": AdamW,
     "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+    "adamax": Adamax,
+    "nadam": NAdam,
+    "radam": RAdam,
+    "adadelta": Adadelta,
+    "rprop": Rprop,
+    "asgd": ASGD,
 }
 
 
@@ -63,17 +77,24 @@ def make_optimizer(name: str, params: Iterable[Tensor], **kwargs: Any) -> Optimi
 
 
 __all__ = [
+    "ASGD",
     "OPTIMIZERS",
     "SCHEDULES",
     "SGD",
+    "Adadelta",
+    "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Constant",
     "Cosine",
+    "NAdam",
     "OneCycle",
     "Optimizer",
     "PiecewiseConstant",
+    "RAdam",
     "RMSprop",
+    "Rprop",
     "Schedule",
     "StepLR",
     "make_optimizer",

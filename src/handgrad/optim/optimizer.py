@@ -1,32 +1,37 @@
-"""What every handgrad optimizer shares: parameters and grads, flat state buffers, state dicts.
+"""What every handgrad optimizer shares: torch.optim's interface over flat state buffers.
 
-An optimizer holds the parameters it was built with and the ``.grad`` tensor of each (the model
-preallocates them and its hand-written backward passes accumulate into them in place). Its
-state (momentum, running averages, ...) lives in flat buffers of ``numel`` elements, one per
-kind, preallocated at construction, together with the scratch space a step needs.
+``Optimizer`` subclasses ``torch.optim.Optimizer``, so everything torch gives an optimizer is
+there and behaves as in torch: parameter groups with per-group options and
+``add_param_group``, ``param_groups`` that torch's ``lr_scheduler`` (and handgrad's schedules)
+drive, ``state`` keyed by parameter, ``zero_grad(set_to_none=True)``, step hooks, and
+``state_dict()``/``load_state_dict()`` in torch.optim's format (a state dict moves between a
+handgrad optimizer and the torch.optim optimizer of the same kind, both ways). The optimizer
+may be built before any gradient exists; each ``step()`` reads every parameter's *current*
+``.grad`` and skips a parameter whose ``.grad`` is None, as torch does.
 
-Two paths run the same update rule:
+Each subclass writes its update rule once, in ``_update(param, grad, state, group)``: torch
+operations, line by line as in its docstring. It runs in one of two places:
 
-- **flat**: when the parameters, and separately their grads, lie end to end in one storage
-  (a model after ``flatten_parameters()``, see ``handgrad.nn.flat``), the whole model is
-  updated with a handful of in-place vector operations on 1-D views, and a step allocates no
-  tensor. Build the optimizer *after* flattening the model: the layout is detected once, at
-  construction.
-- **per parameter**: otherwise the same operations run once per parameter on views of the same
-  flat buffers. The two paths give bit-identical results.
+- **per parameter**: each parameter with a gradient, on its own ``state`` (the general path);
+- **flat**: when a group's parameters lie end to end in one buffer (a model after
+  ``flatten_parameters()``, see ``handgrad.nn.flat``), their ``.grad`` tensors are the
+  matching slots of one flat gradient buffer, and every parameter is at the same step, the
+  whole group is updated at once on 1-D views: ``param``, ``grad`` and each state buffer are
+  then ``(numel,)`` tensors covering the group.
 
-Either way a step is carried out by one of two engines:
+``state[p]``'s tensors are views into flat per-group buffers (the *arena*,
+``handgrad.optim.arena``) so that the flat path finds them in place; ``state_dict()`` returns
+copies. A subclass with a compiled loop
+(``kernels``) also provides ``_update_fused``, the same rule as one pass over 1-D numpy views,
+chosen with ``fused`` (default: wherever it can run, i.e. float32/float64 on the CPU, on the
+flat path and per parameter once a parameter has all its state); the two are tested equal.
 
-- **fused** (the default on the CPU): the update rule as one loop over the elements, compiled
-  by numba (``handgrad.optim.kernels``), a single pass over the buffers;
-- **torch operations**: the same rule as in-place torch operations, one pass each (on other
-  devices, for optimizers without a loop, or with ``fused=False``).
-
-The two agree to rounding (about 1e-16 relative per step in float64).
-
-Only the learning rate ``opt.lr`` is meant to change during training (schedules set it); the
-other hyper-parameters decide which buffers exist, so change them through
-``load_state_dict``, which reallocates what the new values need.
+Parameters that are moved or re-flattened in place (same tensor objects, new memory, e.g.
+``p.data = p.data.double()``) are noticed at the next ``step()`` and the optimizer re-binds to
+the live memory, its state carried over (cast to the new dtype): the flat path checks each
+``.grad`` against the flat gradient's slots by identity and the first parameter's address
+(moving a model moves every parameter and its grads); any other step compares every
+parameter's address with the ones its state buffers were built for.
 """
 
 from __future__ import annotations
@@ -39,348 +44,452 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
+import torch.optim.optimizer as _torch_optimizer
 from torch import Tensor
 
-from handgrad.nn.flat import flat_view
 from handgrad.optim import kernels
+from handgrad.optim.arena import SCALAR_STATE, Arena
 
 T = TypeVar("T")
+_GLOBAL_PRE_HOOKS = _torch_optimizer._global_optimizer_pre_hooks
+_GLOBAL_POST_HOOKS = _torch_optimizer._global_optimizer_post_hooks
+
+# Keys torch.optim puts in every group of these optimizers, with the only values handgrad
+# runs (they choose torch's own implementations, which handgrad replaces).
+TORCH_EXTRAS: dict[str, Any] = {
+    "foreach": None,
+    "capturable": False,
+    "differentiable": False,
+}
 
 
-class Optimizer:
-    """Base class: parameters, grads, flat state buffers, ``zero_grad`` and state dicts.
+def scalar_dtype() -> torch.dtype:
+    """The dtype torch.optim keeps ``state["step"]`` and other 0-d state in."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
-    A subclass declares its hyper-parameters in ``hyper_names`` (``lr`` first), checks them in
-    ``_validate``, names the buffers a set of hyper-parameters needs in ``_layout``, and writes
-    its update rule in ``_update``, which receives one *chunk*: the flat parameter, grad and
-    buffers on the flat path, or one parameter's views of them on the per-parameter path.
+
+def value(x: Tensor | float) -> float:
+    """A 0-d tensor's value as a Python float (a float is returned as is)."""
+    return x.item() if isinstance(x, Tensor) else x
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class: torch.optim's ``Optimizer`` whose update rule runs per parameter or flat.
+
+    A subclass lists ``option_names`` (its constructor's options, as torch names them, ``lr``
+    first), checks a group's options in ``_validate``, creates a parameter's state in
+    ``_init_state`` (torch's keys and initial values) and writes its rule in ``_update``;
+    optionally ``_update_fused`` with ``has_fused_loop = True``. ``state["step"]`` (if the kind
+    has one) is incremented by the base class before ``_update`` runs.
 
     Attributes:
-        params: the parameters, updated in place by ``step``.
-        grads: their ``.grad`` tensors, read by ``step``.
-        lr: the learning rate used by the next ``step``; schedules set it.
-        step_count: how many steps have been taken (``t`` in the update rules, after
-            ``step`` increments it).
-        is_flat: whether steps run on the flat path.
-        fused: whether steps run the compiled one-pass loop (see the module's docstring);
-            read-only.
+        fused: whether steps run the compiled one-pass loop where they can (read-only).
+        lr: group 0's learning rate; setting it sets every group's.
     """
 
-    hyper_names: ClassVar[tuple[str, ...]] = ("lr",)
-    has_fused_loop: ClassVar[bool] = False  # a subclass with ``_update_fused`` sets it
-    lr: float
+    option_names: ClassVar[tuple[str, ...]] = ("lr",)
+    group_extras: ClassVar[dict[str, Any]] = TORCH_EXTRAS
+    has_step: ClassVar[bool] = True
+    has_fused_loop: ClassVar[bool] = False
 
     def __init__(
-        self, params: Iterable[Tensor], hyper: Mapping[str, Any], fused: bool | None = None
+        self, params: Iterable[Any], defaults: dict[str, Any], fused: bool | None = None
     ) -> None:
         where = type(self).__name__
-        self.params: list[Tensor] = _check_params(where, params)
-        self.grads: list[Tensor] = [p.grad for p in self.params]  # type: ignore[misc]
-        self._validate(hyper, where)
-        self._set_hyper(hyper)
-        self.step_count = 0
-
-        first = self.params[0]
-        self._dtype, self._device = first.dtype, first.device
-        self._shapes = [p.shape for p in self.params]
-        self._offsets = [0]
-        for p in self.params:
-            self._offsets.append(self._offsets[-1] + p.numel())
-        self.numel = self._offsets[-1]
-
-        self._flat_param = flat_view(self.params)
-        self._flat_grad = flat_view(self.grads)
-        self.is_flat = self._flat_param is not None and self._flat_grad is not None
-        self._fused = self._resolve_fused(fused, where)
-        self._np_dtype = np.float32 if self._dtype == torch.float32 else np.float64
-        # The smallest normal number: the compiled loops store running averages below it as 0.
-        self._np_tiny = np.finfo(self._np_dtype).tiny
-
-        self._state: dict[str, Tensor] = {}  # name -> (numel,), persisted by state_dict
-        self._scalars: dict[str, tuple[Tensor, float]] = {}  # name -> (0-d tensor, its value)
-        self._chunks: list[dict[str, Tensor]] = []
-        self._arrays: list[dict[str, np.ndarray]] = []  # the chunks as 1-D numpy views, if fused
-        self._build()
+        if fused is not None and not isinstance(fused, bool):
+            raise TypeError(f"{where}: fused must be True, False or None, got {fused!r}")
+        if fused and not (self.has_fused_loop and kernels.available()):
+            raise ValueError(
+                f"{where}: fused=True is not possible: "
+                + (f"{where} has no compiled loop" if not self.has_fused_loop else "no numba")
+                + "; use fused=None (the default) to choose automatically"
+            )
+        self._fused = self.has_fused_loop and fused is not False and kernels.available()
+        self._fused_asked = fused is True
+        self._arenas: list[Arena | None] = []
+        self.steps_taken = 0  # calls of step(); each parameter's own count is state["step"]
+        if isinstance(params, Tensor):
+            raise TypeError(f"{where}: params should be an iterable of tensors, got a Tensor")
+        try:
+            super().__init__(params, {**defaults, **self.group_extras})
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
 
     # -- what subclasses provide ----------------------------------------------------------
     @classmethod
-    def _validate(cls, hyper: Mapping[str, Any], where: str) -> None:
-        """Raise ``ValueError``/``TypeError`` (naming ``where``) if a value is out of range."""
-        check_number(where, "lr", hyper["lr"], low=0.0, low_open=True)
+    def _validate(cls, group: Mapping[str, Any], where: str) -> None:
+        """Raise ``ValueError``/``TypeError`` (naming ``where``) if an option is out of range."""
+        check_lr(where, group["lr"])
+        if not isinstance(group.get("maximize", False), bool):
+            raise TypeError(f"{where}: maximize must be a bool, got {group['maximize']!r}")
+        for key, ok in TORCH_EXTRAS.items():
+            if group.get(key, ok) not in (ok, False, None):
+                raise ValueError(f"{where}: {key}={group[key]!r} is not supported by handgrad")
 
-    @classmethod
-    def _layout(cls, hyper: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-        """Names of the state buffers and of the scratch buffers these hyper-parameters need."""
-        return [], []
+    def _state_names(self, group: Mapping[str, Any]) -> set[str]:
+        """The keys of a parameter's state under these options, once it has taken a step."""
+        return {"step"}
 
-    def _update(self, chunk: dict[str, Tensor]) -> None:
-        """Apply the update rule to ``chunk["param"]`` given ``chunk["grad"]`` and the buffers."""
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """A new parameter's state, torch's keys and initial values (``step`` at 0)."""
+        return {"step": torch.tensor(0.0, dtype=scalar_dtype())}
+
+    def _update(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        """The update rule with torch operations, on one parameter or a whole flat group."""
         raise NotImplementedError
 
-    def _update_fused(self, arrays: dict[str, np.ndarray]) -> None:
-        """``_update`` as one compiled loop over 1-D numpy views of the chunk's tensors."""
+    def _update_fused(self, arrays: dict[str, np.ndarray], t: float, group: dict[str, Any]) -> None:
+        """``_update`` as one compiled loop over a flat group's 1-D numpy views."""
         raise NotImplementedError
 
     # -- the training-loop API ------------------------------------------------------------
-    def step(self) -> None:
-        """Update every parameter in place from its current ``.grad``; ``.grad`` is not changed."""
-        for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True)):
-            if p.grad is not g:
-                raise ValueError(
-                    f"{type(self).__name__}.step: parameter {i} has a new .grad tensor since the "
-                    "optimizer was built; accumulate into .grad in place, or build the "
-                    "optimizer again"
-                )
-        self.step_count += 1
-        if self._arrays:
-            for arrays in self._arrays:
-                self._update_fused(arrays)
-        else:
-            for chunk in self._chunks:
-                self._update(chunk)
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a ``.grad`` from it; ``.grad`` is not changed.
 
-    def zero_grad(self) -> None:
-        """Set every ``.grad`` to zero, in place (one ``zero_()`` on the flat path)."""
-        if self._flat_grad is not None:
-            self._flat_grad.zero_()
-        else:
-            for g in self.grads:
-                g.zero_()
+        Args:
+            closure: re-evaluates the model and returns the loss (run with grad enabled).
+        """
+        if (
+            self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or _GLOBAL_PRE_HOOKS
+            or _GLOBAL_POST_HOOKS
+            or torch._C._autograd._profiler_enabled()
+        ):
+            return _hooked_step(self, closure)
+        return self._step(closure)
+
+    # torch wraps ``step`` in a profiler range that calls the step hooks, at a cost in every
+    # step; ``hooked`` tells torch it is done: ``step`` runs that wrapper when it is needed.
+    step.hooked = True  # type: ignore[attr-defined]
+
+    def _step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        arenas = self._arenas
+        for index, group in enumerate(self.param_groups):
+            arena = arenas[index] if index < len(arenas) else None
+            # The common case first: the same flat buffers as last step (a few identity checks),
+            # and the compiled loop; written out here, as each layer of calls costs time.
+            if (
+                arena is not None
+                and arena.fused_arrays is not None
+                and arena.group is group
+                and arena.ready()
+            ):
+                if arena.steps is not None:
+                    arena.t += 1.0
+                    arena.steps.fill(arena.t)  # every state[p]["step"]
+                self._update_fused(arena.fused_arrays, arena.t, group)
+                continue
+            if arena is None or arena.group is not group or not arena.ready():
+                arena = self._arena(index, group)
+                if not (arena.uniform and arena.find_flat_grad()):
+                    arena = None
+            # In-place updates of tensors that require grad need grad mode off (as in torch).
+            grad_enabled = torch.is_grad_enabled() and (arena is None or arena.requires_grad)
+            if grad_enabled:
+                torch._C._set_grad_enabled(False)
+            try:
+                if arena is None:
+                    self._step_each(self._arenas[index], group)  # type: ignore[arg-type]
+                else:
+                    self._step_flat(arena, group)
+            finally:
+                if grad_enabled:
+                    torch._C._set_grad_enabled(True)
+        self.steps_taken += 1
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every parameter's gradient: ``.grad = None`` (the default, as in torch), or
+        zero it in place (``set_to_none=False``; one ``zero_()`` per flat gradient buffer).
+
+        With the default, a handgrad ``backward`` gives each parameter its slot of the model's
+        flat gradient buffer again, so the flat path keeps running.
+        """
+        if set_to_none:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            return
+        arenas = self._arenas
+        for index, group in enumerate(self.param_groups):
+            arena = arenas[index] if index < len(arenas) else None
+            if arena is not None and arena.group is group and arena.ready():
+                arena.flat_grad.zero_()  # type: ignore[union-attr]
+                continue
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.zero_()
+
+    @property
+    def fused(self) -> bool:
+        """Whether steps run the compiled one-pass loop where they can (``fused=`` at build)."""
+        return self._fused
+
+    @property
+    def lr(self) -> float:
+        """Group 0's learning rate; ``opt.lr = x`` sets every group's (as schedules do)."""
+        return float(self.param_groups[0]["lr"])
+
+    @lr.setter
+    def lr(self, lr: float) -> None:
+        for group in self.param_groups:
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
 
     def hyper(self) -> dict[str, Any]:
-        """The hyper-parameters as a JSON-able dict (tuples become lists)."""
-        return {name: _jsonable(getattr(self, name)) for name in self.hyper_names}
+        """Group 0's options (``option_names``) as a JSON-able dict (tuples become lists)."""
+        group = self.param_groups[0]
+        return {name: _jsonable(group[name]) for name in self.option_names}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, then the group's options checked."""
+        where = type(self).__name__
+        try:
+            super().add_param_group(param_group)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{where}: {err}") from None
+        group = self.param_groups[-1]
+        try:
+            self._validate(group, where)
+            for i, p in enumerate(group["params"]):
+                if not p.is_floating_point():
+                    raise ValueError(
+                        f"{where}: parameter {i} should be floating point, got {p.dtype}"
+                    )
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+        if isinstance(group["lr"], Tensor) and group["lr"].dim() != 0:
+            group["lr"] = group["lr"].squeeze()
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training bit for bit.
+        """torch.optim's format: ``{"state": {index: {name: tensor}}, "param_groups": [...]}``.
+
+        The tensors are copies (a snapshot that neither optimizer shares).
+        """
+        packed = super().state_dict()
+        packed["state"] = {
+            key: {k: v.clone() if isinstance(v, Tensor) else v for k, v in entry.items()}
+            for key, entry in packed["state"].items()
+        }
+        return packed
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load torch.optim's format (from this class or its torch.optim namesake).
+
+        Also accepts the checkpoint format of ``checkpoint_state()``. Options are checked
+        before anything changes; state tensors are copied into this optimizer's buffers.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if "buffers" in state_dict:
+            state_dict = self._from_checkpoint(state_dict, where)
+        if set(state_dict) != {"state", "param_groups"}:
+            raise ValueError(
+                f"{where}: expected keys 'state' and 'param_groups', got {sorted(state_dict)}"
+            )
+        for group in state_dict["param_groups"]:
+            missing = [n for n in self.option_names if n not in group]
+            if missing:
+                raise ValueError(f"{where}: a parameter group lacks {', '.join(missing)}")
+            self._validate(group, where)
+        state_dict = dict(state_dict)
+        state_dict["param_groups"] = [
+            {**self.group_extras, **{k: v for k, v in g.items() if k != "fused"}}
+            for g in state_dict["param_groups"]
+        ]
+        try:
+            super().load_state_dict(state_dict)
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"{where}: {err}") from None
+        # torch casts 0-d state such as mu_product to the parameter's dtype; keep it as saved
+        # (resuming stays bit-exact). And torch's state_dict() hands out its live tensors: copy.
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params, strict=True):
+            entry, saved = self.state.get(p, {}), state_dict["state"].get(saved_id, {})
+            for name, val in entry.items():
+                if isinstance(val, Tensor):
+                    like = saved.get(name)
+                    keep = name in SCALAR_STATE and isinstance(like, Tensor)
+                    entry[name] = val.to(like.dtype) if keep else val.clone()
+                    if entry[name] is val:
+                        entry[name] = val.clone()
+        self._arenas = []
+        if self.has_step:
+            self.steps_taken = max((_step_of(s) for s in self.state.values()), default=0)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The state as handgrad's run checkpoints store it (one group, one step).
 
         Returns:
-            ``{"type": class name, "hyper": hyper(), "step": step_count, "buffers": {...}}``
-            where ``buffers`` maps ``"<name>.<i>"`` (``i`` the parameter index) to a copy of
-            that parameter's state, shaped like the parameter. The tensors are copies, so the
-            dict is a snapshot; the rest is JSON-able.
+            ``{"type": class name, "hyper": hyper(), "step": steps taken, "buffers": {...}}``
+            with ``buffers`` mapping ``"<name>.<i>"`` (``i`` the parameter index) to a copy of
+            parameter ``i``'s state tensor ``name``; ``load_state_dict`` reads it back.
+
+        Raises:
+            ValueError: with several parameter groups, or parameters at different steps.
         """
+        where = f"{type(self).__name__}.checkpoint_state"
+        if len(self.param_groups) != 1:
+            raise ValueError(f"{where}: needs one parameter group; use state_dict()")
+        packed = self.state_dict()
+        step = self.steps_taken
+        if self.has_step:
+            steps = {_step_of(entry) for entry in packed["state"].values()}
+            n_params = len(self.param_groups[0]["params"])
+            if len(steps) > 1 or (steps and len(packed["state"]) != n_params):
+                raise ValueError(f"{where}: parameters are at different steps; use state_dict()")
+            step = steps.pop() if steps else 0
         buffers = {
-            f"{name}.{i}": view.clone()
-            for name, flat in self._state.items()
-            for i, view in enumerate(self._split(flat))
+            f"{name}.{i}": v
+            for i, entry in packed["state"].items()
+            for name, v in entry.items()
+            if name != "step"
         }
         return {
             "type": type(self).__name__,
             "hyper": self.hyper(),
-            "step": self.step_count,
+            "step": step,
             "buffers": buffers,
         }
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore hyper-parameters, step count and buffers from ``state_dict()``'s output.
-
-        Buffers are copied into the existing ones, in place. Everything is checked before
-        anything changes.
-
-        Raises:
-            ValueError: on a missing or extra entry, another optimizer's type, an invalid
-                hyper-parameter, or a buffer of the wrong shape or dtype.
-        """
-        where = f"{type(self).__name__}.load_state_dict"
-        _check_keys(where, "state dict", set(state_dict), {"type", "hyper", "step", "buffers"})
-        if state_dict["type"] != type(self).__name__:
+    def _from_checkpoint(self, ckpt: Mapping[str, Any], where: str) -> dict[str, Any]:
+        _check_keys(where, "checkpoint entry", set(ckpt), {"type", "hyper", "step", "buffers"})
+        if ckpt["type"] != type(self).__name__:
             raise ValueError(
-                f"{where}: expected a state dict of type {type(self).__name__!r}, "
-                f"got {state_dict['type']!r}"
+                f"{where}: expected a state of type {type(self).__name__!r}, got {ckpt['type']!r}"
             )
-        hyper = dict(state_dict["hyper"])
-        _check_keys(where, "hyper-parameter", set(hyper), set(self.hyper_names))
-        self._validate(hyper, where)
-        step = state_dict["step"]
+        if len(self.param_groups) != 1:
+            raise ValueError(f"{where}: a checkpoint state needs one parameter group")
+        step = ckpt["step"]
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"{where}: step must be an int >= 0, got {step!r}")
-
-        state_names, _ = self._layout(hyper)
-        buffers: Mapping[str, Tensor] = state_dict["buffers"]
-        expected = {f"{name}.{i}" for name in state_names for i in range(len(self.params))}
-        _check_keys(where, "buffer", set(buffers), expected)
-        for key, tensor in buffers.items():
-            shape = self._shapes[int(key.rsplit(".", 1)[1])]
-            if not isinstance(tensor, Tensor) or tensor.shape != shape:
-                got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-                raise ValueError(
-                    f"{where}: buffer {key!r} should have shape {tuple(shape)}, got {got}"
-                )
-            if tensor.dtype != self._dtype:
-                raise ValueError(
-                    f"{where}: buffer {key!r} should have dtype {self._dtype}, got {tensor.dtype}"
-                )
-
-        self._set_hyper(hyper)
-        self._build()
-        for name, flat in self._state.items():
-            for i, view in enumerate(self._split(flat)):
-                view.copy_(buffers[f"{name}.{i}"])
-        self.step_count = step
+        hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["hyper"].items()}
+        _check_keys(where, "option", set(hyper), set(self.option_names))
+        n = len(self.param_groups[0]["params"])
+        state: dict[int, dict[str, Any]] = {}
+        for key, tensor in ckpt["buffers"].items():
+            name, _, index = key.rpartition(".")
+            if not index.isdigit() or int(index) >= n or not isinstance(tensor, Tensor):
+                raise ValueError(f"{where}: unexpected buffer {key!r}")
+            state.setdefault(int(index), {})[name] = tensor
+        if step > 0 and self.has_step:
+            for i in range(n):
+                state.setdefault(i, {})["step"] = torch.tensor(float(step), dtype=scalar_dtype())
+        group = {**self.param_groups[0], **hyper, "params": list(range(n))}
+        self.steps_taken = step
+        return {"state": state, "param_groups": [group]}
 
     def __repr__(self) -> str:
-        hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
-        path = "flat" if self.is_flat else "per-parameter"
-        engine = ", fused" if self._fused else ""
-        sizes = f"{len(self.params)} tensors, {self.numel} values"
-        return f"{type(self).__name__}({hyper}; {sizes}, {path}{engine})"
-
-    @property
-    def fused(self) -> bool:
-        """Whether steps run the compiled one-pass loop; chosen at construction (``fused=``)."""
-        return self._fused
+        groups = []
+        for i, group in enumerate(self.param_groups):
+            options = ", ".join(f"{k}={group[k]!r}" for k in self.option_names)
+            groups.append(f"group {i} ({len(group['params'])} tensors): {options}")
+        engine = "fused" if self._fused else "torch operations"
+        return f"{type(self).__name__}({'; '.join(groups)}; {engine})"
 
     # -- plumbing -------------------------------------------------------------------------
-    def _set_hyper(self, hyper: Mapping[str, Any]) -> None:
-        for name in self.hyper_names:
-            value = hyper[name]
-            setattr(self, name, tuple(value) if isinstance(value, list) else value)
+    def _arena(self, index: int, group: dict[str, Any]) -> Arena:
+        while len(self._arenas) <= index:
+            self._arenas.append(None)
+        arena = self._arenas[index]
+        if (
+            arena is not None
+            and arena.group is group
+            and len(arena.params) == len(group["params"])
+            and arena.live()
+        ):
+            return arena
+        arena = Arena(group)
+        for i, p in enumerate(arena.params):
+            state = self.state.get(p)
+            if state:
+                arena.adopt(i, state)
+        self._arenas[index] = arena
+        self._check_uniform(arena, group)
+        return arena
 
-    def _resolve_fused(self, fused: bool | None, where: str) -> bool:
-        """``fused`` as given, or (None) whether the compiled loop can run these parameters."""
-        reasons = []
-        if not self.has_fused_loop:
-            reasons.append(f"{where} has no compiled loop")
-        if self._device.type != "cpu":
-            reasons.append(f"the parameters are on {self._device}, not the CPU")
-        if self._dtype not in (torch.float32, torch.float64):
-            reasons.append(f"the parameters are {self._dtype}, not float32 or float64")
-        loose = [
-            i
-            for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True))
-            if not (p.is_contiguous() and g.is_contiguous())
-        ]
-        if loose:
-            reasons.append(f"parameter {loose[0]} or its .grad is not contiguous")
-        if not reasons and not kernels.available():
-            reasons.append("numba cannot be imported")
-        if fused is None:
-            return not reasons
-        if not isinstance(fused, bool):
-            raise TypeError(f"{where}: fused must be True, False or None, got {fused!r}")
-        if fused and reasons:
-            raise ValueError(
-                f"{where}: fused=True is not possible: {'; '.join(reasons)}; use fused=None "
-                "(the default) to choose automatically"
-            )
-        return fused
+    def _check_uniform(self, arena: Arena, group: dict[str, Any]) -> None:
+        arena.check_uniform(self.state, self._state_names(group))
 
-    def _np_scalar(self, value: float) -> Any:
-        """``value`` as a numpy scalar of the parameters' dtype, for the compiled loops."""
-        return self._np_dtype(value)
+    def _step_each(self, arena: Arena, group: dict[str, Any]) -> None:
+        where = type(self).__name__
+        for i, p in enumerate(arena.params):
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.shape != p.shape or grad.dtype != p.dtype or grad.device != p.device:
+                raise ValueError(
+                    f"{where}.step: parameter {i} of group {self.param_groups.index(group)} has "
+                    f"a .grad of {tuple(grad.shape)} {grad.dtype} on {grad.device}, expected "
+                    f"{tuple(p.shape)} {p.dtype} on {p.device}"
+                )
+            if grad.is_sparse:
+                raise ValueError(f"{where}.step: sparse gradients are not supported")
+            state = self.state[p]
+            if not state:
+                state.update(self._init_state(p, group))
+                arena.adopt(i, state)
+            if self.has_step:
+                state["step"] += 1
+            arrays = self._fused_views(p, grad, state, group) if self._fused else None
+            if arrays is None:
+                self._update(p, grad, state, group)
+            else:
+                self._update_fused(arrays, value(state.get("step", 0.0)), group)
+            arena.adopt(i, state)  # state the update created (SGD's first momentum buffer)
+        self._check_uniform(arena, group)
 
-    def _scalar(self, name: str, value: float) -> Tensor:
-        """``value`` in a kept 0-d tensor of the parameters' dtype, refilled only on change.
+    def _fused_views(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> dict[str, np.ndarray] | None:
+        """1-D numpy views of one parameter's tensors for the compiled loop, if it can run."""
+        if param.dtype not in (torch.float32, torch.float64) or param.device.type != "cpu":
+            return None
+        if set(state) != self._state_names(group):  # e.g. SGD's first step
+            return None
+        tensors = {"param": param, "grad": grad}
+        tensors.update({k: v for k, v in state.items() if k not in SCALAR_STATE})
+        if not all(t.is_contiguous() and t.dtype == param.dtype for t in tensors.values()):
+            return None
+        return {k: t.detach().view(-1).numpy() for k, t in tensors.items()}
 
-        ``x.mul_(0.999)`` makes torch wrap 0.999 in a new tensor and convert it to ``x``'s
-        dtype on every call; ``x.mul_(self._scalar("beta2", 0.999))`` does the same arithmetic
-        (the same rounding of 0.999 to the dtype, the same kernel) without that, about 3 us less
-        per operation on 80k floats.
-        """
-        kept = self._scalars.get(name)
-        if kept is not None and kept[1] == value:
-            return kept[0]
-        scalar = kept[0] if kept is not None else torch.zeros((), dtype=self._dtype)
-        scalar.fill_(value)
-        self._scalars[name] = (scalar, value)
-        return scalar
-
-    def _new_buffer(self) -> Tensor:
-        return torch.zeros(self.numel, dtype=self._dtype, device=self._device)  # (numel,)
-
-    def _split(self, flat: Tensor) -> list[Tensor]:
-        """Per-parameter views of a flat ``(numel,)`` buffer, shaped like the parameters."""
-        return [
-            flat[start:stop].view(shape)
-            for start, stop, shape in zip(
-                self._offsets[:-1], self._offsets[1:], self._shapes, strict=True
-            )
-        ]
-
-    def _build(self) -> None:
-        """Allocate the buffers the current hyper-parameters need and cut them into chunks."""
-        state_names, scratch_names = self._layout(self.hyper())
-        self._state = {
-            name: self._state[name] if name in self._state else self._new_buffer()
-            for name in state_names
-        }
-        scratch = {name: self._new_buffer() for name in scratch_names}
-        flat = {**self._state, **scratch}
-        if self.is_flat:
-            assert self._flat_param is not None and self._flat_grad is not None
-            self._chunks = [{"param": self._flat_param, "grad": self._flat_grad, **flat}]
-        else:
-            views = {name: self._split(buffer) for name, buffer in flat.items()}
-            self._chunks = [
-                {"param": p, "grad": g, **{name: v[i] for name, v in views.items()}}
-                for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True))
-            ]
-        # 1-D numpy views of the same memory (contiguous: checked in _resolve_fused).
-        self._arrays = [
-            {name: t.detach().view(-1).numpy() for name, t in chunk.items()}
-            for chunk in self._chunks
-            if self._fused
-        ]
+    def _step_flat(self, arena: Arena, group: dict[str, Any]) -> None:
+        assert arena.flat_param is not None and arena.flat_grad is not None
+        if self._fused and arena.compiled:  # (the first flat step; then _step runs the loop)
+            arrays = arena.numpy_views()
+            assert set(arena.scalars) <= {"step"}, "the compiled loops keep no other 0-d state"
+            arena.steps = arrays.get("scalar:step")
+            arena.fused_arrays = arrays
+            arena.t = 0.0
+            if arena.steps is not None:
+                arena.steps += 1
+                arena.t = float(arena.steps[0])
+            self._update_fused(arrays, arena.t, group)
+            return
+        state = {name: flat for name, flat in arena.flats.items()}
+        state.update(
+            {name: views[0] for name, views in arena.views.items() if name in arena.scalars}
+        )
+        if self.has_step:
+            arena.scalars["step"] += 1
+        self._update(arena.flat_param, arena.flat_grad, state, group)
+        for store in arena.scalars.values():
+            store[1:] = store[0]
 
 
-def sqrt_into(src: Tensor, out: Tensor) -> Tensor:
-    """out = √src, element-wise, correctly rounded; returns ``out``.
-
-    On the CPU this goes through numpy (the same memory, no copy): torch's CPU kernel is about
-    3x slower than the hardware square root numpy uses, and slower again on zeros, which
-    Adam's second moment is full of (pixels that are never lit). numpy's result is the exactly
-    rounded IEEE square root; torch's differs from it by one unit in the last place on some
-    elements, so handgrad agrees with torch.optim to ~1e-16 relative per step, not bit for bit.
-    """
-    if src.device.type == "cpu" and out.device.type == "cpu":
-        np.sqrt(src.numpy(), out=out.numpy())
-        return out
-    return torch.sqrt(src, out=out)
-
-
-def _check_params(where: str, params: Iterable[Tensor]) -> list[Tensor]:
-    """The parameters as a list, each a tensor with a ``.grad`` of its own shape."""
-    if isinstance(params, Tensor):
-        raise TypeError(f"{where}: params should be an iterable of tensors, got a single Tensor")
-    params = list(params)
-    if not params:
-        raise ValueError(f"{where}: got an empty parameter list")
-    first = params[0]
-    seen: set[int] = set()
-    for i, p in enumerate(params):
-        if not isinstance(p, Tensor):
-            raise TypeError(f"{where}: parameter {i} should be a Tensor, got {type(p).__name__}")
-        if id(p) in seen:
-            raise ValueError(f"{where}: parameter {i} appears more than once")
-        seen.add(id(p))
-        if not p.is_floating_point():
-            raise ValueError(f"{where}: parameter {i} should be floating point, got {p.dtype}")
-        if p.requires_grad:
-            raise ValueError(
-                f"{where}: parameter {i} requires grad; handgrad parameters run with autograd "
-                "off and carry a hand-filled .grad"
-            )
-        # A missing .grad is an error rather than silently allocated: handgrad modules
-        # preallocate it, and a fresh tensor here would never be seen by the backward pass.
-        if p.grad is None:
-            raise ValueError(
-                f"{where}: parameter {i} (shape {tuple(p.shape)}) has no .grad tensor; "
-                "set p.grad = torch.zeros_like(p) before building the optimizer"
-            )
-        if p.grad.shape != p.shape or p.grad.dtype != p.dtype or p.grad.device != p.device:
-            raise ValueError(
-                f"{where}: parameter {i}'s .grad should match it: expected "
-                f"{tuple(p.shape)} {p.dtype} on {p.device}, got "
-                f"{tuple(p.grad.shape)} {p.grad.dtype} on {p.grad.device}"
-            )
-        if p.dtype != first.dtype or p.device != first.device:
-            raise ValueError(
-                f"{where}: all parameters should share one dtype and device, got "
-                f"{first.dtype} on {first.device} (parameter 0) and "
-                f"{p.dtype} on {p.device} (parameter {i})"
-            )
-    return params
+def _step_of(entry: Mapping[str, Any]) -> int:
+    step = entry.get("step")
+    return int(step.item()) if isinstance(step, Tensor) else 0
 
 
 def _check_keys(where: str, what: str, got: set[str], expected: set[str]) -> None:
@@ -392,7 +501,35 @@ def _check_keys(where: str, what: str, got: set[str], expected: set[str]) -> Non
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.item()
     return list(value) if isinstance(value, tuple) else value
+
+
+def check_lr(where: str, lr: Any) -> None:
+    """Raise unless ``lr`` is a number > 0 or a one-element floating tensor."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError(
+                f"{where}: a tensor lr must be one floating-point element, got "
+                f"{tuple(lr.shape)} {lr.dtype}"
+            )
+        lr = lr.item()
+    check_number(where, "lr", lr, low=0.0, low_open=True)
+
+
+def check_betas(where: str, betas: Any) -> None:
+    """Raise unless ``betas`` is a pair of numbers in [0, 1)."""
+    if not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise ValueError(f"{where}: betas must be a pair (β1, β2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        check_number(where, f"betas[{i}]", beta, low=0.0, high=1.0, high_open=True)
+
+
+def check_bool(where: str, name: str, flag: Any) -> None:
+    """Raise unless ``flag`` is a bool."""
+    if not isinstance(flag, bool):
+        raise TypeError(f"{where}: {name} must be a bool, got {flag!r}")
 
 
 def check_number(
@@ -458,3 +595,7 @@ def build_named(
                 f"{kind} {name!r}: unknown option {key!r} (valid: {', '.join(options)})"
             )
     return factory(*args, **kwargs)
+
+
+# torch's own wrapper (profiler range, step hooks) around the plain step, for when it is needed.
+_hooked_step = torch.optim.Optimizer.profile_hook_step(Optimizer._step)

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from torch import Tensor
+
 from handgrad.optim.optimizer import build_named, check_int, check_number
 
 
@@ -29,6 +31,13 @@ class HasLR(Protocol):
     """Anything with a settable learning rate, such as every handgrad optimizer."""
 
     lr: float
+
+
+def _initial_lr(group: dict[str, Any]) -> float:
+    if "initial_lr" not in group:
+        lr = group["lr"]
+        group["initial_lr"] = lr.item() if isinstance(lr, Tensor) else lr
+    return float(group["initial_lr"])
 
 
 class Schedule:
@@ -39,9 +48,25 @@ class Schedule:
         raise NotImplementedError
 
     def apply(self, opt: HasLR, step: int) -> float:
-        """Set ``opt.lr = lr_at(step)`` and return it."""
+        """Set the learning rate for the step after ``step`` steps; return ``lr_at(step)``.
+
+        On an optimizer with ``param_groups`` (handgrad's or torch.optim's), group 0 gets
+        ``lr_at(step)`` and every other group keeps its ratio to group 0 (from the groups'
+        ``initial_lr``, recorded at the first ``apply`` as torch's schedulers do); a tensor
+        ``lr`` is filled in place. Anything else gets ``opt.lr = lr_at(step)``.
+        """
         lr = self.lr_at(step)
-        opt.lr = lr
+        groups = getattr(opt, "param_groups", None)
+        if groups is None:
+            opt.lr = lr
+            return lr
+        base = _initial_lr(groups[0])
+        for i, group in enumerate(groups):
+            group_lr = lr if i == 0 else lr * _initial_lr(group) / base
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(group_lr)
+            else:
+                group["lr"] = group_lr
         return lr
 
     def _check_step(self, step: int) -> None:

@@ -101,7 +101,7 @@ class HandgradEngine:
 
     def step(self) -> None:
         self.opt.step()
-        self.opt.zero_grad()
+        self.opt.zero_grad(set_to_none=False)
 
     def predict(self, x: Tensor) -> Tensor:
         was_training = self.model.training
@@ -121,7 +121,7 @@ class HandgradEngine:
         self.model.backward(self.loss.backward())
 
     def zero_grad(self) -> None:
-        self.opt.zero_grad()
+        self.opt.zero_grad(set_to_none=False)
 
     def model_state(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -130,7 +130,7 @@ class HandgradEngine:
         self.model.load_state_dict(state)
 
     def optim_state(self) -> dict[str, Any]:
-        return self.opt.state_dict()
+        return self.opt.checkpoint_state()
 
     def load_optim_state(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state)
