@@ -52,13 +52,16 @@ _MISSING = object()
 class _Mode:
     """Process-wide bookkeeping of forward and backward calls (plain ints: a few ns each)."""
 
-    __slots__ = ("backward_depth", "depth", "generation", "keep")
+    __slots__ = ("backward_depth", "depth", "force_input_grad", "generation", "keep")
 
     def __init__(self) -> None:
         self.keep = True  # False inside no_saved_state()
         self.depth = 0  # module calls in progress (0: the next call is a top-level forward)
         self.generation = 0  # top-level forwards so far
         self.backward_depth = 0  # tracked backward calls in progress
+        # Inside a backward asked for dL/dx (input_grad=True): every module it calls computes
+        # its own, so that a user's composite module can return it.
+        self.force_input_grad = False
 
 
 _MODE = _Mode()
@@ -160,15 +163,20 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
                 "to; run forwards that need no backward under handgrad.nn.no_saved_state() "
                 "(or call backward once per forward, before the next one)"
             )
-        need = needs if input_grad is None else bool(input_grad)
+        mode = _MODE
+        forced = mode.force_input_grad
+        if input_grad is None:
+            need = needs or forced
+        else:
+            need = bool(input_grad)
         current = {k: d.get(k, _MISSING) for k in values} if restore else None
         d.update(values)
         d["_hg_needs"] = need
         d["_hg_request"] = input_grad
         d["_hg_in_backward"] = True
         d["_hg_done"] = True
-        mode = _MODE
         mode.backward_depth += 1
+        mode.force_input_grad = forced or input_grad is True  # for the modules it calls
         try:
             result = fn(self, *args, **kwargs)
         except BaseException:
@@ -177,6 +185,7 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             mode.backward_depth -= 1
+            mode.force_input_grad = forced
             d["_hg_in_backward"] = False
             if current is not None:
                 for k, v in current.items():
@@ -190,6 +199,15 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     backward._hg_tracked = True  # type: ignore[attr-defined]
     return backward
+
+
+def free_saved_state(module: Module) -> None:
+    """Forget every saved forward of ``module`` and its descendants, waiting for a backward.
+
+    For a caller that abandons forwards (a backward that raised, a probe): the next forward
+    then starts clean instead of making its backward ambiguous.
+    """
+    _drop_records(module)
 
 
 def _drop_records(module: Module) -> None:
@@ -265,7 +283,7 @@ class Module:
         """Compute the output and keep what ``backward`` needs."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def backward(self, grad_output: Tensor) -> Tensor | None:
+    def backward(self, grad_output: Tensor, input_grad: bool | None = None) -> Tensor | None:
         """Return dL/d(input) given dL/d(output) (or None, see the module docstring); add each
         parameter's gradient to its ``.grad``. Pass ``input_grad=True`` to get dL/dx always."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
