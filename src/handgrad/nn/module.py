@@ -614,6 +614,13 @@ class Module:
             lines.append(f"  ({name}): {body}")
         return "\n".join(lines) + "\n)"
 
+    def __copy__(self) -> Module:
+        """A shallow copy (shared parameters) with saved forwards of its own, none yet."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._init_records()
+        return new
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if "_hg_tape" not in state:  # pickled by a handgrad without per-use records
