@@ -412,21 +412,33 @@ class Module:
         for _, child in self.named_children():
             yield child
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """Yield ``(dotted name, module)`` for this module and every descendant, depth first."""
+    def named_modules(
+        self, prefix: str = "", _seen: set[int] | None = None
+    ) -> Iterator[tuple[str, Module]]:
+        """Yield ``(dotted name, module)`` for this module and every descendant, depth first;
+        a module used in several places once, under its first name (as torch does)."""
+        seen = set() if _seen is None else _seen
+        if id(self) in seen:
+            return
+        seen.add(id(self))
         yield prefix, self
         for name, child in self.named_children():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name, seen)
 
     def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
             yield module
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-        """Yield ``(name, tensor)`` with torch's names, e.g. ``"0.weight"`` in a Sequential."""
+        """Yield ``(name, tensor)`` with torch's names, e.g. ``"0.weight"`` in a Sequential; a
+        parameter shared by several modules once (an optimizer must not step it twice)."""
+        seen: set[int] = set()
         for module_name, module in self.named_modules(prefix):
             for name in module._param_names:
-                yield (f"{module_name}.{name}" if module_name else name), getattr(module, name)
+                p = getattr(module, name)
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{module_name}.{name}" if module_name else name), p
 
     def parameters(self) -> Iterator[Tensor]:
         for _, p in self.named_parameters():
