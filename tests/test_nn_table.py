@@ -40,7 +40,7 @@ def _against_torch(
     gen = torch.Generator().manual_seed(7)
     ours.to(dtype=D)
     _randomize(ours, gen)
-    for name, b in ours.named_buffers():
+    for _name, b in ours.named_buffers():
         if b.is_floating_point():
             b.copy_(torch.rand(b.shape, generator=gen, dtype=D) + 0.5)
     theirs = theirs.to(D)

@@ -131,7 +131,7 @@ def test_a_second_backward_of_one_forward_raises_naming_the_module() -> None:
     loss = nn.CrossEntropyLoss()
     loss(out, y)
     loss.backward()
-    with pytest.raises(RuntimeError, match="CrossEntropyLoss.*second time"):
+    with pytest.raises(RuntimeError, match=r"CrossEntropyLoss.*second time"):
         loss.backward()
     with pytest.raises(ValueError, match="backward called before forward"):
         nn.ReLU().backward(torch.ones(2))

@@ -121,7 +121,10 @@ class Linear(Module):
         if x is None:
             raise self._not_run()
         if lead is not None:
-            if not isinstance(grad_output, Tensor) or grad_output.shape != (*lead, self.out_features):
+            if not isinstance(grad_output, Tensor) or grad_output.shape != (
+                *lead,
+                self.out_features,
+            ):
                 self._bad_grad(grad_output, (*lead, self.out_features))
             grad_output = grad_output.reshape(-1, self.out_features)  # (N, D_out)
         elif grad_output.shape != (x.shape[0], self.out_features):

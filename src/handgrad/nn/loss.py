@@ -34,7 +34,7 @@ class Loss(Module):
                 f"got {reduction!r}{did_you_mean(str(reduction), REDUCTIONS)}"
             )
         self.reduction = reduction
-        self._count = 0  # elements (or samples) averaged over, for 'mean'
+        self._count: float = 0  # elements (or samples, or Σ weights) averaged over, for 'mean'
         self._out_shape: torch.Size | None = None
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
@@ -143,7 +143,7 @@ class _ClassLoss(Loss):
     ) -> None:
         name = type(self).__name__
         if isinstance(weight, str):  # handgrad's older order: the reduction first
-            weight, reduction = None, weight
+            reduction, weight = weight, None
         if size_average is not None or reduce is not None:
             raise TypeError(
                 f"{name}: size_average and reduce are deprecated in torch; use reduction="
@@ -362,9 +362,7 @@ def _check_targets(
     if not isinstance(target, Tensor):
         raise TypeError(f"{label(loss)}: expected a tensor target, got {type(target).__name__}")
     if loss.weight is not None and loss.weight.shape != (c,):
-        raise ValueError(
-            f"{label(loss)}: weight has {loss.weight.numel()} entries for {c} classes"
-        )
+        raise ValueError(f"{label(loss)}: weight has {loss.weight.numel()} entries for {c} classes")
     if target.is_floating_point():
         if not probabilities:
             raise TypeError(

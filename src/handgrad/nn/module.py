@@ -34,8 +34,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import operator
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -47,6 +48,11 @@ _OUTPUT_TAG = "_hg_requires_grad"
 # The attribute of a parameter that holds its slot of a flat gradient buffer.
 GRAD_SLOT = "_hg_grad_slot"
 _MISSING = object()
+_NO_ARG = object()  # backward() called with no gradient (a loss's scalar default)
+
+
+def _nothing(_: object) -> tuple[()]:
+    return ()
 
 
 class _Mode:
@@ -147,9 +153,17 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     @functools.wraps(fn)
-    def backward(self: Module, *args: Any, input_grad: bool | None = None, **kwargs: Any) -> Any:
+    def backward(
+        self: Module,
+        grad_output: Any = _NO_ARG,
+        *args: Any,
+        input_grad: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if grad_output is not _NO_ARG:
+            args = (grad_output, *args)
         d = self.__dict__
-        if d.get("_hg_in_backward"):
+        if d.get("_hg_in_backward", False):
             return fn(self, *args, **kwargs)
         tape = d.get("_hg_tape")
         if not tape:
@@ -169,8 +183,14 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
             need = needs or forced
         else:
             need = bool(input_grad)
-        current = {k: d.get(k, _MISSING) for k in values} if restore else None
-        d.update(values)
+        current = None
+        if restore:  # found by comparing attributes: put back afterwards what is there now
+            current = {k: d.get(k, _MISSING) for k in values}
+            d.update(values)
+        elif restore is None:  # one declared attribute
+            d[self._saved_names[0]] = values  # type: ignore[index]
+        else:
+            d.update(zip(self._saved_names, values, strict=True))  # type: ignore[arg-type]
         d["_hg_needs"] = need
         d["_hg_request"] = input_grad
         d["_hg_in_backward"] = True
@@ -254,15 +274,19 @@ class Module:
     _saved_names: ClassVar[tuple[str, ...] | None] = None
     # Losses return dL/d(input) whatever the input (it is their whole point).
     _always_input_grad: ClassVar[bool] = False
+    _saved_get: Callable[[dict[str, Any]], Any]  # a staticmethod, set per class
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         fn = cls.__dict__.get("backward")
         if fn is not None and not getattr(fn, "_hg_tracked", False):
-            cls.backward = _tracked_backward(fn)  # type: ignore[method-assign]
+            cls.backward = _tracked_backward(fn)
         own_forward = "forward" in cls.__dict__ and "_saved_names" not in cls.__dict__
         if own_forward and not cls.__module__.startswith("handgrad.nn."):
             cls._saved_names = None  # its own forward may keep more than the base's names
+        names = cls._saved_names
+        getter = operator.itemgetter(*names) if names else _nothing
+        cls._saved_get = staticmethod(getter)
 
     def __init__(self) -> None:
         self.training = True
@@ -283,10 +307,16 @@ class Module:
         """Compute the output and keep what ``backward`` needs."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def backward(self, grad_output: Tensor, input_grad: bool | None = None) -> Tensor | None:
-        """Return dL/d(input) given dL/d(output) (or None, see the module docstring); add each
-        parameter's gradient to its ``.grad``. Pass ``input_grad=True`` to get dL/dx always."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+    if TYPE_CHECKING:
+        # Every subclass's backward is wrapped to take ``input_grad=`` too (see
+        # ``_tracked_backward``); typed loosely so that subclasses may narrow the gradient.
+        backward: Callable[..., Any]
+    else:
+
+        def backward(self, grad_output: Tensor, input_grad: bool | None = None) -> Tensor | None:
+            """Return dL/d(input) given dL/d(output) (or None, see the module docstring); add
+            each parameter's gradient to its ``.grad``. ``input_grad=True``: dL/dx always."""
+            raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
         if kwargs:
@@ -310,20 +340,30 @@ class Module:
             raise
         mode.depth = depth
         first = inputs[0] if inputs else None
-        needs = isinstance(first, Tensor) and (
-            first.requires_grad or getattr(first, _OUTPUT_TAG, False)
+        # (``type(x) is Tensor`` first: ``isinstance`` on torch tensors costs ~10 times more)
+        needs = (type(first) is Tensor or isinstance(first, Tensor)) and (
+            getattr(first, _OUTPUT_TAG, False) or first.requires_grad
         )
+        restore: bool | None = False
         if names is None:
             assert before is not None
-            values = {
+            values: Any = {
                 k: v
                 for k, v in d.items()
                 if before.get(k, _MISSING) is not v
                 and not k.startswith("_hg_")
                 and not isinstance(v, Module)
             }
+            restore = True
         else:
-            values = {k: d.get(k) for k in names}
+            try:
+                values = self._saved_get(d)  # the value (one name) or a tuple of them
+            except KeyError:
+                values = tuple(map(d.get, names))
+                if len(names) == 1:
+                    values = values[0]
+            if len(names) == 1:
+                restore = None
         tape = d.get("_hg_tape")
         if tape is None:
             self._init_records()
@@ -335,9 +375,10 @@ class Module:
             # (eval mode) and this is training.
             ambiguous = not (self.training and not any(r[2] for r in tape))
             tape.clear()
-        tape.append((mode.generation, needs, self.training, values, ambiguous, names is None))
+        tape.append((mode.generation, needs, self.training, values, ambiguous, restore))
         d["_hg_done"] = False
-        if (needs or self._param_names) and isinstance(out, Tensor) and out is not first:
+        tag = (needs or self._param_names) and out is not first
+        if tag and (type(out) is Tensor or isinstance(out, Tensor)):
             setattr(out, _OUTPUT_TAG, True)
         return out
 
@@ -600,7 +641,9 @@ class Module:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat, views = flatten_into_buffer(params)
         flat_grad, grad_views = flatten_into_buffer(grads)
-        for (module, name), p, view, grad_view in zip(owners, params, views, grad_views, strict=True):
+        for (module, name), p, view, grad_view in zip(
+            owners, params, views, grad_views, strict=True
+        ):
             view.grad = grad_view if p.grad is not None else None
             setattr(view, GRAD_SLOT, grad_view)  # re-attached by a backward that finds None
             setattr(module, name, view)
@@ -651,6 +694,8 @@ class Sequential(Module):
         >>> model.backward(grad_out)                    # None: x is data, dL/dx skipped
         >>> grad_x = model.backward(grad_out, input_grad=True)  # after a new forward: (N, 784)
     """
+
+    _saved_names = ()  # its children keep their own
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()

@@ -106,8 +106,8 @@ class BatchNorm1d(Module):
             count = x.numel() // f  # N (· L) values per channel
             if self.training and count < 2:
                 raise ValueError(
-                    f"{label(self)}: training needs more than 1 sample (value per channel) to estimate "
-                    f"the variance, got input of shape {tuple(x.shape)}; "
+                    f"{label(self)}: training needs more than 1 sample (value per channel) to "
+                    f"estimate the variance, got input of shape {tuple(x.shape)}; "
                     "use a larger batch or eval()"
                 )
             x_hat, mean, var, inv_std = F.batch_norm_forward_train(x, self.eps, dims)
