@@ -4,6 +4,16 @@
 flat tensor each and leaves the parameters as views of it. An optimizer that receives such
 parameters calls ``flat_view`` on them (and on their grads) and updates the whole model with a
 handful of operations on a single tensor instead of a loop over layers.
+
+Each flattened parameter also keeps its slot of the flat gradient buffer (the attribute named
+by ``handgrad.nn.module.GRAD_SLOT``): a backward that finds ``.grad`` None (after
+``zero_grad(set_to_none=True)``) re-attaches that slot and writes into it, so ``flat_view`` of
+the grads is the flat buffer again after every plain step. A ``.grad`` the user assigned anew is
+used as it is (not a view of the buffer: ``flat_view`` returns None for the set).
+
+When ``Module.to()`` or ``flatten_parameters()`` puts new tensors in place of parameters, each
+old tensor is marked (``mark_replaced``): ``move_count()`` grows, and ``replacement(old)`` is the
+live tensor, so an optimizer built before can rebind or raise instead of stepping dead tensors.
 """
 
 from __future__ import annotations
