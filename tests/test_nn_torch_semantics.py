@@ -241,3 +241,28 @@ def test_keyword_input() -> None:
     assert torch.allclose(value, torch.nn.CrossEntropyLoss()(to_torch(model)(x), y))
     with pytest.raises(TypeError, match="Sequential"):
         model(inputs=x)
+
+
+def test_the_checker_follows_the_new_options() -> None:
+    from handgrad.check import gradcheck
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(6, 5),
+        nn.BatchNorm1d(5, track_running_stats=False, bias=False),
+        nn.Tanh(),
+        nn.Linear(5, 3),
+    ).double()
+    x = torch.randn(8, 6, dtype=D)
+    y = torch.tensor([0, 1, 2, -100, 1, 0, 2, 1])
+    weight = torch.tensor([0.5, 2.0, 1.0], dtype=D)
+    report = gradcheck(model, nn.CrossEntropyLoss(weight, label_smoothing=0.1), x, y)
+    assert report.ok, str(report)
+    images = nn.Sequential(
+        nn.LayerNorm((2, 3)), nn.Flatten(), nn.Linear(6, 4), nn.LogSoftmax(dim=1)
+    ).double()
+    nll = nn.NLLLoss(weight=torch.rand(4, dtype=D), ignore_index=2)
+    x = torch.randn(5, 2, 3, dtype=D)
+    report = gradcheck(images, nll, x, torch.tensor([0, 2, 3, 1, 0]))
+    assert report.ok, str(report)
+    assert report.row("0 (LayerNorm) input").verdict == "ok"
