@@ -147,7 +147,7 @@ class Linear(Module):
             grad_w,
             grad_b,
             has_bias=bias is not None,
-            need_input_grad=self.needs_input_grad and self.input_grad,
+            need_input_grad=self.__dict__["_hg_needs"] and self.input_grad,
             write=(write_w, write_b),
         )
         if grad_x is None or lead is None:

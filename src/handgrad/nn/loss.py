@@ -169,14 +169,11 @@ class _ClassLoss(Loss):
         """Whether the (N, C) path with plain class indices applies (no weight, no index in
         range ignored); an ignored index out of range makes that path raise, then the general
         one runs."""
-        c = input.shape[1] if input.dim() == 2 else 0
-        return (
-            self.weight is None
-            and input.dim() == 2
-            and target.dtype == torch.int64
-            and target.shape == input.shape[:1]
-            and not 0 <= self.ignore_index < c
-        )
+        if self.weight is not None or input.dim() != 2 or target.dtype is not torch.int64:
+            return False
+        if target.dim() != 1 or target.shape[0] != input.shape[0]:
+            return False
+        return self.ignore_index < 0 or self.ignore_index >= input.shape[1]
 
     def _general(self, input: Tensor, target: Tensor, log_softmax: bool) -> Tensor:
         """ℓ by ``functional.class_loss_rows`` on (M, C) rows, reduced; saves for backward."""
@@ -258,7 +255,7 @@ class CrossEntropyLoss(_ClassLoss):
         self._kept_grad: tuple[tuple[object, ...], Tensor, Tensor] | None = None
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
-        if not isinstance(input, Tensor) or not isinstance(target, Tensor):
+        if type(input) is not Tensor or type(target) is not Tensor:
             check_input(self, input, expected="(N, C)")
             _check_targets(self, input, target)
         if self._fast(input, target):

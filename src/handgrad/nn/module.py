@@ -160,15 +160,15 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
         input_grad: bool | None = None,
         **kwargs: Any,
     ) -> Any:
-        if grad_output is not _NO_ARG:
-            args = (grad_output, *args)
         d = self.__dict__
         if d.get("_hg_in_backward", False):
+            if grad_output is not _NO_ARG:
+                args = (grad_output, *args)
             return fn(self, *args, **kwargs)
         tape = d.get("_hg_tape")
         if not tape:
             raise self._no_record()
-        _generation, needs, _training, values, ambiguous, restore = tape.pop()
+        _generation, needs, _training, values, ambiguous, key = tape.pop()
         if ambiguous:
             _drop_records(self)
             raise RuntimeError(
@@ -179,26 +179,28 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
             )
         mode = _MODE
         forced = mode.force_input_grad
-        if input_grad is None:
-            need = needs or forced
-        else:
-            need = bool(input_grad)
+        need = (needs or forced) if input_grad is None else bool(input_grad)
         current = None
-        if restore:  # found by comparing attributes: put back afterwards what is there now
+        if key.__class__ is str:  # one declared attribute
+            d[key] = values
+        elif key is True:  # found by comparing attributes: put back afterwards what is there
             current = {k: d.get(k, _MISSING) for k in values}
             d.update(values)
-        elif restore is None:  # one declared attribute
-            d[self._saved_names[0]] = values  # type: ignore[index]
-        else:
-            d.update(zip(self._saved_names, values, strict=True))  # type: ignore[arg-type]
+        elif key:  # several declared attributes
+            d.update(zip(key, values, strict=True))
         d["_hg_needs"] = need
         d["_hg_request"] = input_grad
-        d["_hg_in_backward"] = True
-        d["_hg_done"] = True
+        d["_hg_in_backward"] = d["_hg_done"] = True
         mode.backward_depth += 1
-        mode.force_input_grad = forced or input_grad is True  # for the modules it calls
+        if input_grad is True:
+            mode.force_input_grad = True  # for the modules it calls
         try:
-            result = fn(self, *args, **kwargs)
+            if args or kwargs or grad_output is _NO_ARG:
+                if grad_output is not _NO_ARG:
+                    args = (grad_output, *args)
+                result = fn(self, *args, **kwargs)
+            else:
+                result = fn(self, grad_output)
         except BaseException:
             if mode.backward_depth == 1:
                 _drop_records(self)
@@ -275,6 +277,7 @@ class Module:
     # Losses return dL/d(input) whatever the input (it is their whole point).
     _always_input_grad: ClassVar[bool] = False
     _saved_get: Callable[[dict[str, Any]], Any]  # a staticmethod, set per class
+    _saved_key: ClassVar[str | tuple[str, ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -287,6 +290,8 @@ class Module:
         names = cls._saved_names
         getter = operator.itemgetter(*names) if names else _nothing
         cls._saved_get = staticmethod(getter)
+        # How a record names what it saved: the one name, the tuple of names, or ().
+        cls._saved_key = names[0] if names and len(names) == 1 else (names or ())
 
     def __init__(self) -> None:
         self.training = True
@@ -296,7 +301,9 @@ class Module:
 
     def _init_records(self) -> None:
         d = self.__dict__
-        d["_hg_tape"] = []  # records (generation, needs, training, values, ambiguous, restore)
+        # records (generation, needs, training, values, ambiguous, key): key is the saved
+        # attribute's name, a tuple of names (values a tuple), or True (values a dict)
+        d["_hg_tape"] = []
         d["_hg_needs"] = True
         d["_hg_request"] = None
         d["_hg_in_backward"] = False
@@ -344,7 +351,6 @@ class Module:
         needs = (type(first) is Tensor or isinstance(first, Tensor)) and (
             getattr(first, _OUTPUT_TAG, False) or first.requires_grad
         )
-        restore: bool | None = False
         if names is None:
             assert before is not None
             values: Any = {
@@ -354,29 +360,28 @@ class Module:
                 and not k.startswith("_hg_")
                 and not isinstance(v, Module)
             }
-            restore = True
+            key: Any = True
         else:
+            key = self._saved_key
             try:
                 values = self._saved_get(d)  # the value (one name) or a tuple of them
             except KeyError:
                 values = tuple(map(d.get, names))
-                if len(names) == 1:
+                if key.__class__ is str:
                     values = values[0]
-            if len(names) == 1:
-                restore = None
         tape = d.get("_hg_tape")
         if tape is None:
             self._init_records()
             tape = d["_hg_tape"]
+        generation, training = mode.generation, self.training
         ambiguous = False
-        if tape and tape[-1][0] != mode.generation:
+        if tape and tape[-1][0] != generation:
             # Records of an earlier top-level forward that got no backward: dropped. A later
             # backward could belong to either, so it must raise, unless they were evaluations
             # (eval mode) and this is training.
-            ambiguous = not (self.training and not any(r[2] for r in tape))
+            ambiguous = not (training and not any(r[2] for r in tape))
             tape.clear()
-        tape.append((mode.generation, needs, self.training, values, ambiguous, restore))
-        d["_hg_done"] = False
+        tape.append((generation, needs, training, values, ambiguous, key))
         tag = (needs or self._param_names) and out is not first
         if tag and (type(out) is Tensor or isinstance(out, Tensor)):
             setattr(out, _OUTPUT_TAG, True)
