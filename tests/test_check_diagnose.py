@@ -121,7 +121,7 @@ def test_batchnorm_candidates_are_the_terms_of_its_formula() -> None:
     x = torch.randn(6, 4, generator=gen, dtype=torch.float64) * 2 + 1
     u = torch.randn(6, 4, generator=gen, dtype=torch.float64)
     bn(x)
-    right = bn.backward(u)
+    right = bn.backward(u, input_grad=True)
     found = {c.pattern: c.tensor for c in slips.layer_candidates(bn, "input", "", x, u)}
     terms = (
         found[d.STATS_AS_CONSTANTS]

@@ -94,7 +94,12 @@ def _module_twin(module: nn.Module) -> torch.nn.Module:
     elif base is nn.BatchNorm1d:
         assert isinstance(module, nn.BatchNorm1d)
         twin = torch.nn.BatchNorm1d(
-            module.num_features, eps=module.eps, momentum=module.momentum, affine=module.affine
+            module.num_features,
+            eps=module.eps,
+            momentum=module.momentum,
+            affine=module.affine,
+            track_running_stats=module.track_running_stats,
+            bias=module.has_bias,
         )
     elif base is nn.LayerNorm:
         assert isinstance(module, nn.LayerNorm)
@@ -143,12 +148,21 @@ def loss_to_torch(loss: nn.Module) -> torch.nn.Module:
     if base is nn.CrossEntropyLoss:
         assert isinstance(loss, nn.CrossEntropyLoss)
         return torch.nn.CrossEntropyLoss(
-            reduction=loss.reduction, label_smoothing=loss.label_smoothing
+            weight=_copy(loss.weight),
+            ignore_index=loss.ignore_index,
+            reduction=loss.reduction,
+            label_smoothing=loss.label_smoothing,
         )
     if base is nn.NLLLoss:
         assert isinstance(loss, nn.NLLLoss)
-        return torch.nn.NLLLoss(reduction=loss.reduction)
+        return torch.nn.NLLLoss(
+            weight=_copy(loss.weight), ignore_index=loss.ignore_index, reduction=loss.reduction
+        )
     raise _no_twin(type(loss))
+
+
+def _copy(weight: Tensor | None) -> Tensor | None:
+    return None if weight is None else weight.detach().clone()
 
 
 def vjp(

@@ -141,7 +141,7 @@ def _check_accumulation(
     batched_input = _backward(model, loss, x, target, zero=True)
     batched = _grads(model, 1.0)
 
-    model.zero_grad()
+    model.zero_grad(set_to_none=False)  # zeros: user modules may add with .grad.add_
     per_sample = [
         _backward(model, loss, x[i : i + 1], target[i : i + 1], zero=False) for i in range(n)
     ]
@@ -169,10 +169,10 @@ def _grads(model: nn.Module, scale: float) -> dict[str, Tensor]:
 
 def _backward(model: nn.Module, loss: nn.Loss, x: Tensor, target: Tensor, zero: bool) -> Tensor:
     if zero:
-        model.zero_grad()
+        model.zero_grad(set_to_none=False)
     out = model(x)
     loss(out, target)
-    return model.backward(loss_backward(loss, None))
+    return model.backward(loss_backward(loss, None), input_grad=True)
 
 
 def _row(

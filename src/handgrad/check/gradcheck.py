@@ -289,8 +289,10 @@ def _hand_chain(
     for i in reversed(range(len(units))):
         chain[i] = grad.detach().clone()
         try:
-            grad = units[i].module.backward(grad)
+            grad = units[i].module.backward(grad, input_grad=True)
         except Exception:
+            for unit in units[:i]:  # their forwards get no backward now
+                nn.free_saved_state(unit.module)
             return chain, i
     return chain, None
 

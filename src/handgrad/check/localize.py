@@ -170,7 +170,7 @@ class _Probed:
         self.top = max_abs(self.out0)
 
     def forward(self, x: Tensor) -> Tensor:
-        with kept_buffers(self.module):
+        with kept_buffers(self.module), nn.no_saved_state():  # probes get no backward
             seed_cpu(self.seed)
             return self.module(x).detach().clone()
 
@@ -227,13 +227,14 @@ def check_unit(
     # Hand-written, onto zeroed .grad.
     error: BaseException | None = None
     hand_input: Tensor | None = None
+    nn.free_saved_state(module)  # a forward of the chain that got no backward, if any
     with kept_buffers(module):
         for _, p in params:
             p.grad = torch.zeros_like(p)
         seed_cpu(seed)
         out = module(x.clone())
         try:
-            hand_input = module.backward(upstream.clone())
+            hand_input = module.backward(upstream.clone(), input_grad=True)
         except Exception as exc:  # a broken backward is a finding, not a crash
             error = exc
     hand_params = {
@@ -663,13 +664,15 @@ def _loss_function(
     loss: nn.Loss, out: Tensor, target: Tensor, upstream: Tensor | None
 ) -> Callable[[], tuple[float, float]]:
     """f = L(out) − L(out₀) (weighted by ``upstream`` for reduction='none'), and its magnitude."""
-    value0 = loss(out, target).detach().clone()
+    with nn.no_saved_state():  # finite differences: forwards only
+        value0 = loss(out, target).detach().clone()
     n = max(out.numel(), 1)
     depth = 1.0 + torch.log2(torch.tensor(float(n))).item()
     reduction = getattr(loss, "reduction", "mean")
 
     def evaluate() -> tuple[float, float]:
-        value = loss(out, target)
+        with nn.no_saved_state():
+            value = loss(out, target)
         top = max_abs(out)
         if upstream is not None:
             delta = float(((value - value0) * upstream).sum())

@@ -18,6 +18,8 @@ from handgrad.nn.module import Module
 class _Elementwise(Module):
     """An activation that keeps one tensor (its input or its output) for the backward pass."""
 
+    _saved_names = ("_saved",)
+
     def __init__(self) -> None:
         super().__init__()
         self._saved: Tensor | None = None
@@ -127,14 +129,16 @@ class GELU(_Elementwise):
 
 
 class Softmax(_Elementwise):
-    """y = softmax(x) along ``dim``; dL/dx = y · (dL/dy − Σ dL/dy · y). Shape: (*) → (*)."""
+    """y = softmax(x) along ``dim``; dL/dx = y · (dL/dy − Σ dL/dy · y). Shape: (*) → (*).
+
+    Any ``dim`` of the input, and 0-dim inputs (dim 0 or −1), whose softmax is 1, as in torch."""
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        self._check(x, "(*, C)", min_ndim=1)
+        self._check(x)
         y = F.softmax_forward(x, self.dim)
         self._saved = y
         return y
@@ -147,14 +151,16 @@ class Softmax(_Elementwise):
 
 
 class LogSoftmax(_Elementwise):
-    """y = log softmax(x) along ``dim`` (stable); dL/dx = dL/dy − e^y · Σ dL/dy. (*) → (*)."""
+    """y = log softmax(x) along ``dim`` (stable); dL/dx = dL/dy − e^y · Σ dL/dy. (*) → (*).
+
+    Any ``dim`` of the input, and 0-dim inputs (dim 0 or −1), whose log softmax is 0."""
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        self._check(x, "(*, C)", min_ndim=1)
+        self._check(x)
         y = F.log_softmax_forward(x, self.dim)
         self._saved = y
         return y

@@ -19,6 +19,8 @@ class Dropout(Module):
     Shape: (*) → (*).
     """
 
+    _saved_names = ("_mask", "_ran")
+
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:

@@ -4,6 +4,16 @@
 flat tensor each and leaves the parameters as views of it. An optimizer that receives such
 parameters calls ``flat_view`` on them (and on their grads) and updates the whole model with a
 handful of operations on a single tensor instead of a loop over layers.
+
+Each flattened parameter also keeps its slot of the flat gradient buffer (the attribute named
+by ``handgrad.nn.module.GRAD_SLOT``): a backward that finds ``.grad`` None (after
+``zero_grad(set_to_none=True)``) re-attaches that slot and writes into it, so ``flat_view`` of
+the grads is the flat buffer again after every plain step. A ``.grad`` the user assigned anew is
+used as it is (not a view of the buffer: ``flat_view`` returns None for the set).
+
+When ``Module.to()`` or ``flatten_parameters()`` puts new tensors in place of parameters, each
+old tensor is marked (``mark_replaced``): ``move_count()`` grows, and ``replacement(old)`` is the
+live tensor, so an optimizer built before can rebind or raise instead of stepping dead tensors.
 """
 
 from __future__ import annotations
@@ -64,3 +74,40 @@ def flatten_into_buffer(tensors: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]
         views.append(view)
         start += t.numel()
     return flat, views
+
+
+# --------------------------------------------------------------------------------------------
+# Replaced parameters: ``Module.to()`` and ``Module.flatten_parameters()`` put new tensors in
+# place of a model's parameters. An optimizer built before holds the old ones; these let it
+# notice cheaply (compare ``move_count()`` with the value it saw) and find the live tensor.
+# --------------------------------------------------------------------------------------------
+
+_REPLACED_BY = "_hg_replaced_by"
+_moves = 0
+
+
+def mark_replaced(old: Tensor, new: Tensor) -> None:
+    """Record that parameter tensor ``old`` was replaced by ``new`` in its module."""
+    global _moves
+    setattr(old, _REPLACED_BY, new)
+    _moves += 1
+
+
+def move_count() -> int:
+    """How many parameter tensors have been replaced in this process (only ever grows)."""
+    return _moves
+
+
+def replacement(tensor: Tensor) -> Tensor | None:
+    """The live tensor that now stands where ``tensor`` stood, or None if it was not replaced.
+
+    Follows a chain of replacements (``m.flatten_parameters()`` then ``m.to(torch.float64)``).
+    """
+    new = getattr(tensor, _REPLACED_BY, None)
+    if new is None:
+        return None
+    while True:
+        newer = getattr(new, _REPLACED_BY, None)
+        if newer is None:
+            return new
+        new = newer

@@ -58,23 +58,24 @@ def linear_backward(
     grad_bias: Tensor | None = None,
     has_bias: bool = True,
     need_input_grad: bool = True,
-) -> tuple[Tensor, Tensor, Tensor | None]:
+    write: tuple[bool, bool] = (False, False),
+) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """dL/dx = dL/dy · W,  dL/dW = (dL/dy)ᵀ · x,  dL/db = Σ_n dL/dy[n] = (dL/dy)ᵀ · 1.
 
     Shapes: grad_out (N, D_out), x (N, D_in), weight (D_out, D_in)
-    → (grad_x (N, D_in), grad_weight (D_out, D_in), grad_bias (D_out,) or None).
-    Given ``grad_weight``/``grad_bias``, the gradients are added into them in place. The bias
-    gradient is a matrix-vector product with a kept vector of ones, one call where
-    ``sum`` then ``add_`` is two. With ``need_input_grad=False`` grad_x is not computed and an
-    empty tensor stands in for it.
+    → (grad_x (N, D_in) or None, grad_weight (D_out, D_in), grad_bias (D_out,) or None).
+    Given ``grad_weight``/``grad_bias``, the gradients are added into them in place, or written
+    into them (their old contents ignored: a fresh ``.grad``) where ``write`` says so for
+    (weight, bias). The bias gradient is a matrix-vector product with a kept vector of ones,
+    one call where ``sum`` then ``add_`` is two. With ``need_input_grad=False`` grad_x is not
+    computed (None).
     """
     grad_out_t = grad_out.t()  # (D_out, N)
-    if need_input_grad:
-        grad_x = torch.mm(grad_out, weight)  # (N, D_in)
-    else:
-        grad_x = grad_out.new_empty(0)
+    grad_x = torch.mm(grad_out, weight) if need_input_grad else None  # (N, D_in)
     if grad_weight is None:
         grad_weight = torch.mm(grad_out_t, x)  # (D_out, D_in)
+    elif write[0]:
+        grad_weight.addmm_(grad_out_t, x, beta=0)  # (D_out, D_in), = (beta 0 reads nothing)
     else:
         grad_weight.addmm_(grad_out_t, x)  # (D_out, D_in), += in place
     if not has_bias:
@@ -82,6 +83,8 @@ def linear_backward(
     ones = _ones(grad_out.shape[0], grad_out.dtype, grad_out.device)  # (N,)
     if grad_bias is None:
         grad_bias = torch.mv(grad_out_t, ones)  # (D_out,)
+    elif write[1]:
+        grad_bias.addmv_(grad_out_t, ones, beta=0)  # (D_out,), =
     else:
         grad_bias.addmv_(grad_out_t, ones)  # (D_out,), += in place
     return grad_x, grad_weight, grad_bias
@@ -251,31 +254,37 @@ def dropout_backward(grad_out: Tensor, mask: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def batch_norm_forward_train(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Normalize each feature with its batch statistics.
+def batch_norm_forward_train(
+    x: Tensor, eps: float, dims: tuple[int, ...] = (0,)
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Normalize each feature (channel) with its batch statistics.
 
-    μ = mean_n x,  σ² = mean_n (x − μ)²  (biased),  x̂ = (x − μ) / √(σ² + ε).
+    μ = mean x,  σ² = mean (x − μ)²  (biased),  x̂ = (x − μ) / √(σ² + ε), the means over
+    ``dims``: the batch (0,) for (N, C), the batch and length (0, 2) for (N, C, L).
 
-    Shapes: x (N, C) → (x̂ (N, C), μ (C,), σ² (C,), 1/√(σ² + ε) (C,)).
+    Shapes: x (N, C) or (N, C, L) → (x̂ like x, μ, σ², 1/√(σ² + ε)), the three statistics
+    kept in x's dimensions ((1, C) or (1, C, 1)) so that they broadcast against it.
     """
-    mean = x.mean(0)  # (C,)
-    var = x.var(0, unbiased=False)  # (C,)
-    inv_std = torch.rsqrt(var + eps)  # (C,)
-    x_hat = (x - mean) * inv_std  # (N, C)
+    mean = x.mean(dims, keepdim=True)  # (1, C[, 1])
+    var = x.var(dims, unbiased=False, keepdim=True)  # (1, C[, 1])
+    inv_std = torch.rsqrt(var + eps)  # (1, C[, 1])
+    x_hat = (x - mean) * inv_std  # like x
     return x_hat, mean, var, inv_std
 
 
-def batch_norm_backward_train(grad_xhat: Tensor, x_hat: Tensor, inv_std: Tensor) -> Tensor:
-    """Gradient through batch statistics, with g = dL/dx̂:
+def batch_norm_backward_train(
+    grad_xhat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...] = (0,)
+) -> Tensor:
+    """Gradient through batch statistics, with g = dL/dx̂ and means over ``dims``:
 
-    dL/dx = (1/√(σ² + ε)) · (g − mean_n g − x̂ · mean_n(g · x̂)).
+    dL/dx = (1/√(σ² + ε)) · (g − mean g − x̂ · mean(g · x̂)).
 
     The two mean terms are the paths through μ and σ²; dropping either is a classic bug.
-    Shapes: grad_xhat (N, C), x_hat (N, C), inv_std (C,) → (N, C).
+    Shapes: grad_xhat like x, x_hat like x, inv_std (1, C[, 1]) → like x.
     """
-    mean_g = grad_xhat.mean(0)  # (C,)
-    mean_gx = (grad_xhat * x_hat).mean(0)  # (C,)
-    return (grad_xhat - mean_g - x_hat * mean_gx) * inv_std  # (N, C)
+    mean_g = grad_xhat.mean(dims, keepdim=True)  # (1, C[, 1])
+    mean_gx = (grad_xhat * x_hat).mean(dims, keepdim=True)  # (1, C[, 1])
+    return (grad_xhat - mean_g - x_hat * mean_gx) * inv_std  # like x
 
 
 def layer_norm_forward(x: Tensor, dims: tuple[int, ...], eps: float) -> tuple[Tensor, Tensor]:
@@ -409,3 +418,83 @@ def nll_backward(log_p: Tensor, target: Tensor, grad_out: Tensor | float) -> Ten
     else:
         values = torch.full_like(log_p[:, :1], -float(grad_out))  # (N, 1)
     return grad.scatter_(1, target.long().unsqueeze(1), values)  # (N, C)
+
+
+# --------------------------------------------------------------------------------------------
+# Class losses in full generality: class weights w, an ignored index, label smoothing ε,
+# inputs (C,), (N, C) or (N, C, d1, ..., dk), index or probability targets. Each position m of
+# the batch (and of d1..dk) is one row of an (M, C) matrix, the class dimension last.
+# --------------------------------------------------------------------------------------------
+
+
+def classes_last(x: Tensor) -> Tensor:
+    """(N, C, d1..dk) → (N·d1⋯dk, C) with the class dimension last; (C,) → (1, C)."""
+    if x.dim() == 1:
+        return x.unsqueeze(0)  # (1, C)
+    if x.dim() == 2:
+        return x  # (N, C)
+    return x.movedim(1, -1).reshape(-1, x.shape[1])  # (M, C)
+
+
+def classes_back(rows: Tensor, shape: torch.Size) -> Tensor:
+    """The inverse of ``classes_last``: (M, C) back to the input's ``shape``."""
+    if len(shape) <= 2:
+        return rows.reshape(shape)
+    n, c, *rest = shape
+    return rows.reshape(n, *rest, c).movedim(-1, 1)  # (N, C, d1..dk)
+
+
+def class_loss_rows(
+    log_p: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row losses ℓ_m of log-probabilities against targets, torch's definition.
+
+    Index targets t_m (rows with t_m = ignore_index count 0 and weigh 0), with v_m = 1[t_m ≠ ii]:
+        ℓ_m = (1 − ε) · w_{t_m} · (−log p_{m,t_m}) · v_m + (ε/C) · Σ_c w_c · (−log p_{m,c}) · v_m
+        'mean' divides Σ_m ℓ_m by Σ_m w_{t_m} v_m.
+    Probability targets q_m (shape (M, C)), smoothed q' = (1 − ε)·q + ε/C:
+        ℓ_m = −Σ_c w_c · q'_{m,c} · log p_{m,c};  'mean' divides by M.
+    (w = 1 when not given; ε = 0 for NLLLoss.)
+
+    Returns (ℓ (M,), the mean's denominator (0-dim), the coefficient matrix A (M, C) with
+    ℓ_m = −Σ_c A_{m,c} · log p_{m,c}, which the backward reuses: dL/dlog p = −A · dL/dℓ).
+    """
+    m, c = log_p.shape
+    if target.is_floating_point():
+        a = target.to(log_p.dtype)  # (M, C)
+        if label_smoothing > 0:
+            a = a * (1 - label_smoothing) + label_smoothing / c
+        if weight is not None:
+            a = a * weight  # (M, C)
+        denom = torch.tensor(float(m), dtype=log_p.dtype, device=log_p.device)
+    else:
+        valid = target != ignore_index  # (M,)
+        safe = torch.where(valid, target, 0)  # (M,) an index in range for every row
+        v = valid.to(log_p.dtype)  # (M,)
+        w_t = v if weight is None else weight[safe] * v  # (M,), w_{t_m} v_m
+        a = torch.zeros_like(log_p)  # (M, C)
+        a.scatter_(1, safe.unsqueeze(1), ((1 - label_smoothing) * w_t).unsqueeze(1))
+        if label_smoothing > 0:
+            spread = torch.ones(c, dtype=log_p.dtype, device=log_p.device)
+            if weight is not None:
+                spread = weight.to(log_p.dtype)
+            a = a + (label_smoothing / c) * v.unsqueeze(1) * spread  # (M, C)
+        denom = w_t.sum()  # 0-dim
+    losses = -(a * log_p).sum(1)  # (M,)
+    return losses, denom, a
+
+
+def class_loss_backward(a: Tensor, grad_rows: Tensor | float) -> Tensor:
+    """dL/dlog p_{m,c} = −A_{m,c} · dL/dℓ_m. Shapes: A (M, C), grad_rows (M,) or a number."""
+    if isinstance(grad_rows, Tensor) and grad_rows.dim() == 1:
+        return a * grad_rows.neg().unsqueeze(1)  # (M, C)
+    return a * (-grad_rows)  # (M, C)
+
+
+def log_softmax_rows_backward(grad_log_p: Tensor, log_p: Tensor) -> Tensor:
+    """dL/dx = G − softmax(x) · Σ_c G_c for G = dL/dlog softmax(x), along the rows (M, C)."""
+    return grad_log_p - torch.exp(log_p) * grad_log_p.sum(1, keepdim=True)  # (M, C)

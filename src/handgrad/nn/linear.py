@@ -10,7 +10,7 @@ from torch import Tensor
 from handgrad.nn import functional as F
 from handgrad.nn.checks import check_dtype, check_input
 from handgrad.nn.init import init_bias, init_weight
-from handgrad.nn.module import Module
+from handgrad.nn.module import Module, fresh_grad
 
 
 class Linear(Module):
@@ -33,20 +33,26 @@ class Linear(Module):
             that write ``x @ w`` do.
 
     Shape:
-        input (N, D_in) → output (N, D_out).
+        input (*, D_in) → output (*, D_out): any leading dimensions, or none (a 1-D input).
+
+    Backward computes dL/dx only when the input requires grad (see ``handgrad.nn.module``) or
+    when asked with ``backward(g, input_grad=True)``; for data it skips those D_out·D_in·N
+    multiply-adds and returns None, as torch does.
 
     Attributes:
-        input_grad: set it to False on a first layer fed with data: backward then skips the
-            D_out·D_in·N multiply-adds of dL/dx, which nothing uses, and returns ``torch.empty(0)``.
+        input_grad: set it to False to skip dL/dx even when the input requires grad.
 
     Example:
         >>> layer = Linear(784, 50)
         >>> y = layer(torch.randn(32, 784))          # (32, 50)
-        >>> grad_x = layer.backward(torch.ones(32, 50))  # (32, 784); layer.weight.grad filled
+        >>> layer.backward(torch.ones(32, 50))       # None (the input is data); weight.grad set
+        >>> y = layer(torch.randn(32, 784))
+        >>> grad_x = layer.backward(torch.ones(32, 50), input_grad=True)  # (32, 784)
     """
 
     weight: Tensor
     bias: Tensor | None
+    _saved_names = ("_x", "_lead")
 
     def __init__(
         self,
@@ -86,48 +92,75 @@ class Linear(Module):
             self.register_parameter("bias", b)
         else:
             self.bias = None
-        self._x: Tensor | None = None
-        # False when nothing needs dL/dx (the first layer, fed data): backward then skips the
-        # (N, D_out)·(D_out, D_in) product and returns an empty tensor.
+        self._x: Tensor | None = None  # the input as (N, D_in)
+        self._lead: torch.Size | None = None  # the input's leading shape (*) if not (N,)
+        # False: skip dL/dx even when the input requires grad.
         self.input_grad = True
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         weight = self.weight
+        lead = None
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_features:
             self._check(x)
+            lead = x.shape[:-1]  # (*): the rows are all leading positions, flattened
+            x = x.reshape(-1, self.in_features)  # (N, D_in), N = prod(*)
         try:
             y = F.linear_forward(x, weight, self.bias)  # (N, D_out)
         except RuntimeError:
             self._check(x)  # a dtype or device mismatch: say so in words
             raise
-        self._x = x
-        return y
+        self._x, self._lead = x, lead
+        return y if lead is None else y.view(*lead, self.out_features)  # (*, D_out)
 
     def _check(self, x: object) -> None:
         d = self.in_features
-        check_input(self, x, ndim=2, features=d, expected=f"(N, {d})", like=self.weight)
+        check_input(self, x, min_ndim=1, features=d, expected=f"(*, {d})", like=self.weight)
 
-    def backward(self, grad_output: Tensor) -> Tensor:
-        x = self._x
+    def backward(self, grad_output: Tensor) -> Tensor | None:
+        x, lead = self._x, self._lead
         if x is None:
             raise self._not_run()
-        if grad_output.shape != (x.shape[0], self.out_features):
-            check_input(self, grad_output, like=self.weight, what="grad_output")
-            raise ValueError(
-                f"Linear({self.extra_repr()}): expected grad_output of shape "
-                f"({x.shape[0]}, {self.out_features}), got {tuple(grad_output.shape)}"
-            )
-        bias = self.bias
+        if lead is not None:
+            if not isinstance(grad_output, Tensor) or grad_output.shape != (
+                *lead,
+                self.out_features,
+            ):
+                self._bad_grad(grad_output, (*lead, self.out_features))
+            grad_output = grad_output.reshape(-1, self.out_features)  # (N, D_out)
+        elif grad_output.shape != (x.shape[0], self.out_features):
+            self._bad_grad(grad_output, (x.shape[0], self.out_features))
+        weight, bias = self.weight, self.bias
+        grad_w = weight.grad
+        write_w = grad_w is None
+        if write_w:
+            grad_w = fresh_grad(weight)
+        grad_b, write_b = None, False
+        if bias is not None:
+            grad_b = bias.grad
+            write_b = grad_b is None
+            if write_b:
+                grad_b = fresh_grad(bias)
         grad_x, _, _ = F.linear_backward(
             grad_output,
             x,
-            self.weight,
-            self.weight.grad,
-            None if bias is None else bias.grad,
+            weight,
+            grad_w,
+            grad_b,
             has_bias=bias is not None,
-            need_input_grad=self.input_grad,
+            need_input_grad=self.__dict__["_hg_needs"] and self.input_grad,
+            write=(write_w, write_b),
         )
-        return grad_x  # (N, D_in), or (0,) when input_grad is False
+        if grad_x is None or lead is None:
+            return grad_x  # (N, D_in), or None when nothing needs it
+        return grad_x.view(*lead, self.in_features)  # (*, D_in)
+
+    def _bad_grad(self, grad_output: object, expected: tuple[int, ...]) -> None:
+        check_input(self, grad_output, like=self.weight, what="grad_output")
+        assert isinstance(grad_output, Tensor)
+        raise ValueError(
+            f"Linear({self.extra_repr()}): expected grad_output of shape {expected}, "
+            f"got {tuple(grad_output.shape)}"
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -141,6 +174,8 @@ class Flatten(Module):
 
     Backward: dL/dx is dL/dy reshaped back to the input's shape (flattening moves no values).
     """
+
+    _saved_names = ("_shape",)
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()

@@ -19,7 +19,12 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 class Loss(Module):
-    """Base class of losses: validates ``reduction`` and turns it into the backward's scale."""
+    """Base class of losses: validates ``reduction`` and turns it into the backward's scale.
+
+    ``backward`` always returns dL/d(input) (whatever the input), and one backward per call.
+    """
+
+    _always_input_grad = True
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
@@ -29,11 +34,8 @@ class Loss(Module):
                 f"got {reduction!r}{did_you_mean(str(reduction), REDUCTIONS)}"
             )
         self.reduction = reduction
-        self._count = 0  # elements (or samples) averaged over, for 'mean'
+        self._count: float = 0  # elements (or samples, or Σ weights) averaged over, for 'mean'
         self._out_shape: torch.Size | None = None
-
-    def __call__(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
-        return self.forward(input, target)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         """dL/d(input) of the last call; ``grad_output`` scales it (a tensor for 'none')."""
@@ -87,6 +89,8 @@ class MSELoss(Loss):
     (N,) target is an error, not an (N, N) loss).
     """
 
+    _saved_names = ("_input", "_target", "_count", "_out_shape")
+
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self._input: Tensor | None = None
@@ -126,20 +130,119 @@ class SumSquaredLoss(MSELoss):
         return ""
 
 
-class CrossEntropyLoss(Loss):
-    """L = mean_n ℓ_n,  ℓ_n = −Σ_c q_nc · log softmax(x_n)_c, computed fused and stable.
+class _ClassLoss(Loss):
+    """What CrossEntropyLoss and NLLLoss share: class weights, an ignored index, any shape."""
+
+    def __init__(
+        self,
+        weight: Tensor | str | None,
+        size_average: object,
+        ignore_index: int,
+        reduce: object,
+        reduction: str,
+    ) -> None:
+        name = type(self).__name__
+        if isinstance(weight, str):  # handgrad's older order: the reduction first
+            reduction, weight = weight, None
+        if size_average is not None or reduce is not None:
+            raise TypeError(
+                f"{name}: size_average and reduce are deprecated in torch; use reduction="
+            )
+        super().__init__(reduction)
+        if weight is not None:
+            if not isinstance(weight, Tensor) or weight.dim() != 1:
+                raise ValueError(f"{name}: weight must be a 1-D tensor of class weights (C,)")
+            if not weight.is_floating_point():
+                raise TypeError(f"{name}: weight must be floating point, got {weight.dtype}")
+        if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+            raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
+        self.weight: Tensor | None = weight
+        self.ignore_index = ignore_index
+        # The general path's saved rows: log p (M, C), coefficients A (M, C), input shape.
+        self._rows: tuple[Tensor, Tensor, torch.Size] | None = None
+
+    def _moved(self, dtype: torch.dtype | None, device: torch.device | str | None) -> None:
+        if self.weight is not None:
+            self.weight = self.weight.to(dtype=dtype, device=device)
+
+    def _fast(self, input: Tensor, target: Tensor) -> bool:
+        """Whether the (N, C) path with plain class indices applies (no weight, no index in
+        range ignored); an ignored index out of range makes that path raise, then the general
+        one runs."""
+        if self.weight is not None or input.dim() != 2 or target.dtype is not torch.int64:
+            return False
+        if target.dim() != 1 or target.shape[0] != input.shape[0]:
+            return False
+        return self.ignore_index < 0 or self.ignore_index >= input.shape[1]
+
+    def _general(self, input: Tensor, target: Tensor, log_softmax: bool) -> Tensor:
+        """ℓ by ``functional.class_loss_rows`` on (M, C) rows, reduced; saves for backward."""
+        _check_targets(self, input, target, probabilities=log_softmax)
+        rows = F.classes_last(input)  # (M, C)
+        log_p = torch.log_softmax(rows, 1) if log_softmax else rows  # (M, C)
+        weight = None if self.weight is None else self.weight.to(input.dtype)
+        tgt = F.classes_last(target) if target.is_floating_point() else target.reshape(-1).long()
+        losses, denom, a = F.class_loss_rows(
+            log_p, tgt, weight, self.ignore_index, getattr(self, "label_smoothing", 0.0)
+        )
+        self._rows = (log_p, a, input.shape)
+        out_shape = target.shape if not target.is_floating_point() else _batch_shape(input)
+        self._out_shape = out_shape
+        self._count = 1
+        if self.reduction == "none":
+            return losses.reshape(out_shape)
+        total = losses.sum()
+        if self.reduction == "sum":
+            return total
+        self._count = float(denom)  # the mean's divisor: Σ w_t (or the number of rows)
+        return total / denom
+
+    def _general_backward(self, grad_output: Tensor | float | None, log_softmax: bool) -> Tensor:
+        assert self._rows is not None
+        log_p, a, shape = self._rows
+        upstream = self._upstream(grad_output)
+        if isinstance(upstream, Tensor):
+            upstream = upstream.reshape(-1)  # (M,)
+        grad = F.class_loss_backward(a, upstream)  # (M, C), dL/dlog p
+        if log_softmax:
+            grad = F.log_softmax_rows_backward(grad, log_p)  # (M, C), dL/dx
+        return F.classes_back(grad, shape)  # like the input
+
+    def _upstream(self, grad_output: Tensor | float | None) -> Tensor | float:
+        if self.reduction == "mean" and self._rows is not None and self._count == 0:
+            return float("nan")  # every target ignored: torch's mean is 0/0 too
+        return super()._upstream(grad_output)
+
+
+class CrossEntropyLoss(_ClassLoss):
+    """ℓ_m = −Σ_c q_mc · log softmax(x_m)_c, computed fused and stable, as torch.nn's.
 
     q is the one-hot of the class index (or the given probabilities), smoothed as
-    q = (1 − ε)·q + ε/C with ``label_smoothing`` ε.
+    q = (1 − ε)·q + ε/C with ``label_smoothing`` ε; with class ``weight`` w and
+    ``ignore_index``, ℓ and the mean's divisor are those of ``functional.class_loss_rows``
+    ('mean' divides by Σ w_t over the rows not ignored, for index targets).
 
-    Backward (fused): dL/dx = (softmax(x) − q) / N  ('mean'), (softmax(x) − q) ('sum').
+    Backward: dL/dx = (softmax(x) − q) · dL/dℓ for plain index or probability targets (fused);
+    in general dL/dx = G − softmax(x) · Σ_c G_c with G = dL/dlog p = −A · dL/dℓ.
 
-    Shape: input (N, C) logits; target (N,) int64 class indices in [0, C), or (N, C)
-    probabilities. Exact at logits of ±1e4: the max is subtracted before any exponent.
+    Shape: input (N, C), (N, C, d1, ..., dk) or (C,) logits; target (N[, d1..dk]) int64 class
+    indices in [0, C) (or ``ignore_index``), or probabilities shaped like the input. Output: a
+    number, or (N[, d1..dk]) for reduction='none'. Exact at logits of ±1e4: the max is
+    subtracted before any exponent.
     """
 
-    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0) -> None:
-        super().__init__(reduction)
+    _saved_names = ("_log_p", "_target", "_rows", "_count", "_out_shape")
+
+    def __init__(
+        self,
+        weight: Tensor | str | None = None,
+        size_average: object = None,
+        ignore_index: int = -100,
+        reduce: object = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(
                 f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}"
@@ -152,21 +255,24 @@ class CrossEntropyLoss(Loss):
         self._kept_grad: tuple[tuple[object, ...], Tensor, Tensor] | None = None
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
-        if not isinstance(input, Tensor) or input.dim() != 2 or not isinstance(target, Tensor):
-            check_input(self, input, ndim=2, expected="(N, C)")
-            _check_class_target(self, input, target)
-        if target.dtype != torch.int64 or target.shape != input.shape[:1]:
-            _check_class_target(self, input, target)
-            target = target if target.is_floating_point() else target.long()
-        try:
-            losses, log_p = F.cross_entropy_forward(input, target, self.label_smoothing)
-        except RuntimeError:
-            _check_class_target(self, input, target)  # class index out of range, in words
-            raise
-        self._log_p, self._target = log_p, target
-        return self._reduce(losses)
+        if type(input) is not Tensor or type(target) is not Tensor:
+            check_input(self, input, expected="(N, C)")
+            _check_targets(self, input, target)
+        if self._fast(input, target):
+            try:
+                losses, log_p = F.cross_entropy_forward(input, target, self.label_smoothing)
+            except RuntimeError:
+                pass  # an ignored or an out-of-range index: the general path says which
+            else:
+                self._log_p, self._target, self._rows = log_p, target, None
+                return self._reduce(losses)
+        check_input(self, input, min_ndim=1, expected="(N, C), (N, C, d1, ...) or (C,)")
+        self._log_p = self._target = None
+        return self._general(input, target, log_softmax=True)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
+        if self._rows is not None:
+            return self._general_backward(grad_output, log_softmax=True)
         if self._log_p is None or self._target is None:
             raise self._not_run()
         upstream = self._upstream(grad_output)
@@ -191,38 +297,69 @@ class CrossEntropyLoss(Loss):
         return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
 
 
-class NLLLoss(Loss):
-    """L = mean_n −x[n, t_n], for log-probabilities x (e.g. LogSoftmax's output).
+class NLLLoss(_ClassLoss):
+    """ℓ_m = −w_{t_m} · x[m, t_m] for log-probabilities x (e.g. LogSoftmax's output), torch's.
 
-    Backward: dL/dx[n, c] = −1/N if c = t_n else 0  ('mean'; −1 for 'sum').
+    'mean' divides Σ ℓ by Σ w_{t_m} over the rows whose target is not ``ignore_index`` (by the
+    number of rows without weights). Backward: dL/dx[m, c] = −w_c · dL/dℓ_m if c = t_m, else 0.
 
-    Shape: input (N, C); target (N,) int64 class indices in [0, C).
+    Shape: input (N, C), (N, C, d1, ..., dk) or (C,); target (N[, d1..dk]) int64 class indices
+    in [0, C) or ``ignore_index``.
     """
 
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__(reduction)
+    _saved_names = ("_input", "_target", "_rows", "_count", "_out_shape")
+
+    def __init__(
+        self,
+        weight: Tensor | str | None = None,
+        size_average: object = None,
+        ignore_index: int = -100,
+        reduce: object = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)
         self._input: Tensor | None = None
         self._target: Tensor | None = None
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
-        check_input(self, input, ndim=2, expected="(N, C)")
-        _check_class_target(self, input, target, probabilities=False)
-        self._input, self._target = input, target
-        return self._reduce(F.nll_forward(input, target))
+        check_input(self, input, min_ndim=1, expected="(N, C), (N, C, d1, ...) or (C,)")
+        if self._fast(input, target):
+            try:
+                values = F.nll_forward(input, target)
+            except RuntimeError:
+                pass
+            else:
+                self._input, self._target, self._rows = input, target, None
+                return self._reduce(values)
+        self._input = self._target = None
+        return self._general(input, target, log_softmax=False)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
+        if self._rows is not None:
+            return self._general_backward(grad_output, log_softmax=False)
         if self._input is None or self._target is None:
             raise self._not_run()
         return F.nll_backward(self._input, self._target, self._upstream(grad_output))  # (N, C)
 
 
-def _check_class_target(
-    loss: Module, input: Tensor, target: object, probabilities: bool = True
+def _batch_shape(input: Tensor) -> torch.Size:
+    """The shape of the per-position losses: (N, d1..dk), (N,), or () for an input (C,)."""
+    if input.dim() == 1:
+        return torch.Size(())
+    return torch.Size((input.shape[0], *input.shape[2:]))
+
+
+def _check_targets(
+    loss: _ClassLoss, input: Tensor, target: object, probabilities: bool = True
 ) -> None:
-    """Class indices (N,) in [0, C), or (if allowed) probabilities (N, C) of the input's dtype."""
-    n, c = input.shape
+    """Class indices shaped like the input without its class dimension, each in [0, C) or
+    ``ignore_index``; or (if allowed) probabilities shaped like the input, of its dtype."""
+    c = input.shape[1] if input.dim() >= 2 else input.shape[0]
+    shape = tuple(_batch_shape(input))
     if not isinstance(target, Tensor):
         raise TypeError(f"{label(loss)}: expected a tensor target, got {type(target).__name__}")
+    if loss.weight is not None and loss.weight.shape != (c,):
+        raise ValueError(f"{label(loss)}: weight has {loss.weight.numel()} entries for {c} classes")
     if target.is_floating_point():
         if not probabilities:
             raise TypeError(
@@ -231,8 +368,8 @@ def _check_class_target(
             )
         if target.shape != input.shape:
             raise ValueError(
-                f"{label(loss)}: expected target class indices of shape ({n},) or "
-                f"probabilities of shape ({n}, {c}), got {tuple(target.shape)}"
+                f"{label(loss)}: expected target class indices of shape {shape} or "
+                f"probabilities of shape {tuple(input.shape)}, got {tuple(target.shape)}"
             )
         if target.dtype != input.dtype:
             raise TypeError(
@@ -241,13 +378,14 @@ def _check_class_target(
         return
     if target.dtype not in (torch.int64, torch.int32, torch.uint8):
         raise TypeError(f"{label(loss)}: expected int64 class indices, got {target.dtype}")
-    if target.shape != (n,):
+    if tuple(target.shape) != shape:
         raise ValueError(
-            f"{label(loss)}: expected target class indices of shape ({n},), "
+            f"{label(loss)}: expected target class indices of shape {shape}, "
             f"got {tuple(target.shape)}"
         )
-    if n and (int(target.min()) < 0 or int(target.max()) >= c):
+    kept = target[target != loss.ignore_index]
+    if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= c):
         raise ValueError(
-            f"{label(loss)}: target class indices must be in [0, {c - 1}], got values from "
-            f"{int(target.min())} to {int(target.max())}"
+            f"{label(loss)}: target class indices must be in [0, {c - 1}] (or ignore_index="
+            f"{loss.ignore_index}), got values from {int(kept.min())} to {int(kept.max())}"
         )

@@ -7,23 +7,29 @@ from torch import Tensor
 
 from handgrad.nn import functional as F
 from handgrad.nn.checks import check_dtype, check_input, label
-from handgrad.nn.module import Module, grad_of
+from handgrad.nn.module import Module, accumulate_grad
 
 
 class BatchNorm1d(Module):
-    """y = γ · x̂ + β, x̂ = (x − μ) / √(σ² + ε), per feature.
+    """y = γ · x̂ + β, x̂ = (x − μ) / √(σ² + ε), per feature (channel).
 
-    Training: μ, σ² are the batch's mean and biased variance, and the running statistics move
-    towards them: r ← (1 − momentum)·r + momentum·stat (the running variance takes the unbiased
-    batch variance, as torch does; ``momentum=None`` averages all batches equally).
-    Eval: μ, σ² are the running statistics.
+    Training (or ``track_running_stats=False``, in either mode): μ, σ² are the batch's mean and
+    biased variance over N (and L), and the running statistics, if tracked, move towards them:
+    r ← (1 − momentum)·r + momentum·stat (the running variance takes the unbiased batch
+    variance, as torch does; ``momentum=None`` averages all batches equally, momentum 1/t at
+    the t-th batch). Eval with tracked statistics: μ, σ² are the running ones.
 
-    Backward (g = dL/dy · γ = dL/dx̂):
-        train: dL/dx = (g − mean_n g − x̂ · mean_n(g·x̂)) / √(σ² + ε)
-        eval:  dL/dx = g / √(σ²_running + ε)
-        dL/dγ += Σ_n dL/dy · x̂,  dL/dβ += Σ_n dL/dy.
+    Backward (g = dL/dy · γ = dL/dx̂, sums and means over N and L):
+        batch statistics: dL/dx = (g − mean g − x̂ · mean(g·x̂)) / √(σ² + ε)
+        running statistics: dL/dx = g / √(σ²_running + ε)
+        dL/dγ += Σ dL/dy · x̂,  dL/dβ += Σ dL/dy.
 
-    Shape: (N, C) → (N, C).
+    Args:
+        affine: learn γ (``weight``) and, with ``bias``, β (``bias``).
+        track_running_stats: keep ``running_mean``/``running_var``/``num_batches_tracked``.
+        bias: with ``affine``, whether β exists (torch 2.x's keyword).
+
+    Shape: (N, C) → (N, C), or (N, C, L) → (N, C, L).
     """
 
     weight: Tensor
@@ -31,6 +37,7 @@ class BatchNorm1d(Module):
     running_mean: Tensor
     running_var: Tensor
     num_batches_tracked: Tensor
+    _saved_names = ("_x_hat", "_inv_std", "_batch_stats")
 
     def __init__(
         self,
@@ -38,9 +45,11 @@ class BatchNorm1d(Module):
         eps: float = 1e-5,
         momentum: float | None = 0.1,
         affine: bool = True,
-        *,
-        dtype: torch.dtype | None = None,
+        track_running_stats: bool = True,
         device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(num_features, int) or num_features <= 0:
@@ -56,39 +65,63 @@ class BatchNorm1d(Module):
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
+        self.has_bias = affine and bias
+        self.track_running_stats = track_running_stats
+        c = num_features
         if affine:
-            self.register_parameter("weight", torch.ones(num_features, dtype=dtype, device=device))
-            self.register_parameter("bias", torch.zeros(num_features, dtype=dtype, device=device))
-        self.register_buffer("running_mean", torch.zeros(num_features, dtype=dtype, device=device))
-        self.register_buffer("running_var", torch.ones(num_features, dtype=dtype, device=device))
-        self.register_buffer(
-            "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
-        )
+            self.register_parameter("weight", torch.ones(c, dtype=dtype, device=device))
+            if bias:
+                self.register_parameter("bias", torch.zeros(c, dtype=dtype, device=device))
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(c, dtype=dtype, device=device))
+            self.register_buffer("running_var", torch.ones(c, dtype=dtype, device=device))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
+        self._dtype = dtype
         self._x_hat: Tensor | None = None
         self._inv_std: Tensor | None = None
         self._batch_stats = True
 
+    def _moved(self, dtype: torch.dtype | None, device: torch.device | str | None) -> None:
+        if dtype is not None:
+            self._dtype = dtype
+
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         f = self.num_features
-        check_input(self, x, ndim=2, features=f, expected=f"(N, {f})", like=self.running_mean)
-        if self.training:
-            if x.shape[0] < 2:
+        if not isinstance(x, Tensor) or x.dim() not in (2, 3) or x.shape[1] != f:
+            check_input(self, x, expected=f"(N, {f}) or (N, {f}, L)")
+            raise ValueError(
+                f"{label(self)}: expected input of shape (N, {f}) or (N, {f}, L), "
+                f"got {tuple(x.shape)}"
+            )
+        like = self.weight if self.affine else None
+        if like is None and self.track_running_stats:
+            like = self.running_mean
+        check_input(self, x, like=like)
+        dims = (0,) if x.dim() == 2 else (0, 2)
+        shape = (1, f) if x.dim() == 2 else (1, f, 1)  # (C,) statistics against x
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
+            count = x.numel() // f  # N (· L) values per channel
+            if self.training and count < 2:
                 raise ValueError(
-                    f"{label(self)}: training needs more than 1 sample per batch to estimate "
-                    f"the variance, got input of shape {tuple(x.shape)}; "
+                    f"{label(self)}: training needs more than 1 sample (value per channel) to "
+                    f"estimate the variance, got input of shape {tuple(x.shape)}; "
                     "use a larger batch or eval()"
                 )
-            x_hat, mean, var, inv_std = F.batch_norm_forward_train(x, self.eps)
-            self._update_running(mean, var, x.shape[0])
-            self._batch_stats = True
+            x_hat, mean, var, inv_std = F.batch_norm_forward_train(x, self.eps, dims)
+            if self.training and self.track_running_stats:
+                self._update_running(mean.view(f), var.view(f), count)
         else:
-            inv_std = torch.rsqrt(self.running_var + self.eps)  # (C,)
-            x_hat = (x - self.running_mean) * inv_std  # (N, C)
-            self._batch_stats = False
-        self._x_hat, self._inv_std = x_hat, inv_std
+            inv_std = torch.rsqrt(self.running_var + self.eps).view(shape)  # (1, C[, 1])
+            x_hat = (x - self.running_mean.view(shape)) * inv_std  # like x
+        self._x_hat, self._inv_std, self._batch_stats = x_hat, inv_std, batch_stats
         if not self.affine:
             return x_hat
-        return torch.addcmul(self.bias, x_hat, self.weight)  # (N, C)
+        if self.has_bias:
+            return torch.addcmul(self.bias.view(shape), x_hat, self.weight.view(shape))
+        return x_hat * self.weight.view(shape)  # like x
 
     def _update_running(self, mean: Tensor, var: Tensor, n: int) -> None:
         self.num_batches_tracked.add_(1)
@@ -102,19 +135,23 @@ class BatchNorm1d(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         x_hat, inv_std = _saved(self, grad_output)
+        dims = (0,) if x_hat.dim() == 2 else (0, 2)
+        shape = inv_std.shape
         if self.affine:
-            grad_of(self.weight).add_((grad_output * x_hat).sum(0))  # (C,)
-            grad_of(self.bias).add_(grad_output.sum(0))  # (C,)
-            grad_xhat = grad_output * self.weight  # (N, C)
+            accumulate_grad(self.weight, (grad_output * x_hat).sum(dims))  # (C,)
+            if self.has_bias:
+                accumulate_grad(self.bias, grad_output.sum(dims))  # (C,)
+            grad_xhat = grad_output * self.weight.view(shape)  # like x
         else:
             grad_xhat = grad_output
         if self._batch_stats:
-            return F.batch_norm_backward_train(grad_xhat, x_hat, inv_std)  # (N, C)
-        return grad_xhat * inv_std  # (N, C)
+            return F.batch_norm_backward_train(grad_xhat, x_hat, inv_std, dims)  # like x
+        return grad_xhat * inv_std  # like x
 
     def extra_repr(self) -> str:
         return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
         )
 
 
@@ -128,11 +165,12 @@ class LayerNorm(Module):
     Args:
         normalized_shape: the trailing shape D to normalize over, e.g. ``50`` or ``(28, 28)``.
 
-    Shape: (N, *D) → (N, *D).
+    Shape: (*, *D) → (*, *D), any leading dimensions or none (an input of shape D).
     """
 
     weight: Tensor
     bias: Tensor
+    _saved_names = ("_x_hat", "_inv_std")
 
     def __init__(
         self,
@@ -170,10 +208,10 @@ class LayerNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         shape = self.normalized_shape
-        expected = f"(N, {', '.join(map(str, shape))})"
+        expected = f"(*, {', '.join(map(str, shape))})"
         like = self.weight if self.elementwise_affine else None
         check_input(self, x, expected=expected, like=like)
-        if x.dim() <= len(shape) or tuple(x.shape[-len(shape) :]) != shape:
+        if x.dim() < len(shape) or tuple(x.shape[-len(shape) :]) != shape:
             raise ValueError(
                 f"{label(self)}: expected input of shape {expected}, got {tuple(x.shape)}"
             )
@@ -189,9 +227,9 @@ class LayerNorm(Module):
         x_hat, inv_std = _saved(self, grad_output)
         batch_dims = tuple(range(grad_output.dim() - len(self.normalized_shape)))
         if self.elementwise_affine:
-            grad_of(self.weight).add_((grad_output * x_hat).sum(batch_dims))  # (*D)
+            accumulate_grad(self.weight, _sum_over(grad_output * x_hat, batch_dims))  # (*D)
             if self.has_bias:
-                grad_of(self.bias).add_(grad_output.sum(batch_dims))  # (*D)
+                accumulate_grad(self.bias, _sum_over(grad_output, batch_dims))  # (*D)
             grad_xhat = grad_output * self.weight  # (N, *D)
         else:
             grad_xhat = grad_output
@@ -201,6 +239,11 @@ class LayerNorm(Module):
         shape = self.normalized_shape
         shown = f"({shape[0]},)" if len(shape) == 1 else str(shape)
         return f"{shown}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+def _sum_over(t: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Σ over ``dims``; with no dims, ``t`` itself (torch's ``sum(())`` would sum everything)."""
+    return t.sum(dims) if dims else t
 
 
 def _saved(norm: BatchNorm1d | LayerNorm, grad_output: Tensor) -> tuple[Tensor, Tensor]:

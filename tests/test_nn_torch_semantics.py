@@ -1,0 +1,268 @@
+"""Each PyTorch habit that used to give a silently wrong result (issue 14): now correct as
+torch computes it, or a one-line error that says what happened and what to do."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import Tensor
+
+from handgrad import nn
+from handgrad.nn import flat
+from handgrad.reference import to_torch
+
+D = torch.float64
+
+
+def _data(n: int = 8, d: int = 5, c: int = 3) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(n, d, generator=gen, dtype=D), torch.randint(0, c, (n,), generator=gen)
+
+
+def _model(flatten: bool = False) -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.mlp("5-4-3", "tanh").double()
+    return model.flatten_parameters() if flatten else model
+
+
+def _torch_grads(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    twin = to_torch(model)
+    torch.nn.CrossEntropyLoss()(twin(x), y).backward()
+    return {k: p.grad for k, p in twin.named_parameters() if p.grad is not None}
+
+
+def _step(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    loss = nn.CrossEntropyLoss()
+    value = loss(model(x), y)
+    model.backward(loss.backward())
+    return value
+
+
+@pytest.mark.parametrize("flatten", [False, True], ids=["plain", "flat"])
+def test_grad_set_to_none_gets_a_fresh_gradient(flatten: bool) -> None:
+    model = _model(flatten)
+    x, y = _data()
+    expected = _torch_grads(model, x, y)
+    for p in model.parameters():
+        p.grad = None  # what torch's zero_grad() does by default
+    _step(model, x, y)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.allclose(p.grad, expected[name], atol=1e-12), name
+    if flatten:  # the grads are back in their slots of the one flat buffer
+        grads = flat.flat_view([p.grad for p in model.parameters()])  # type: ignore[misc]
+        assert grads is not None and grads.data_ptr() == model._flat_grads.data_ptr()
+    _step(model, x, y)  # an existing .grad is added into, as autograd does
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, 2 * expected[name], atol=1e-12), name  # type: ignore[arg-type]
+
+
+def test_torch_optim_sgd_trains_a_handgrad_model() -> None:
+    model = _model()
+    x, y = _data(32)
+    opt = torch.optim.SGD(list(model.parameters()), lr=0.5)  # its zero_grad() sets None
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        losses.append(float(_step(model, x, y)))
+        opt.step()
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_a_saved_and_loaded_model_still_trains() -> None:
+    model = _model(flatten=True)
+    x, y = _data()
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    for p in loaded.parameters():
+        p.grad = None
+    _step(loaded, x, y)
+    expected = _torch_grads(model, x, y)
+    for name, p in loaded.named_parameters():
+        assert p.grad is not None and torch.allclose(p.grad, expected[name], atol=1e-12), name
+
+
+def test_a_module_used_twice_backpropagates_each_use_with_its_own_input() -> None:
+    torch.manual_seed(0)
+    act = nn.Tanh()
+    square = nn.Linear(4, 4).double()
+    model = nn.Sequential(nn.Linear(5, 4).double(), act, square, act, square, nn.Linear(4, 3))
+    model.double()
+    x, y = _data()
+    twin_first, twin_square, twin_last = (to_torch(model[i]) for i in (0, 2, 5))
+    tanh = torch.nn.Tanh()
+    twin = torch.nn.Sequential(twin_first, tanh, twin_square, tanh, twin_square, twin_last)
+    torch.nn.CrossEntropyLoss()(twin(x), y).backward()
+    model.zero_grad()
+    _step(model, x, y)
+    expected = dict(twin.named_parameters())
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.allclose(p.grad, expected[name].grad, atol=1e-12)
+
+
+def test_a_backward_after_two_forwards_raises_rather_than_guessing() -> None:
+    layer = nn.Linear(5, 3).double()
+    x1, _ = _data()
+    x2 = x1 + 1
+    o1 = layer(x1)
+    layer(x2)
+    with pytest.raises(RuntimeError, match=r"Linear\(.*two forward calls.*no_saved_state"):
+        layer.backward(torch.ones_like(o1))
+    # the forward that needs no backward, run without saved state: the backward is o1's
+    layer.zero_grad()
+    o1 = layer(x1)
+    with nn.no_saved_state():
+        layer(x2)
+    layer.backward(torch.ones_like(o1))
+    assert layer.weight.grad is not None
+    assert torch.allclose(layer.weight.grad, torch.ones(8, 3, dtype=D).t() @ x1)
+
+
+def test_a_second_backward_of_one_forward_raises_naming_the_module() -> None:
+    model = _model()
+    x, y = _data()
+    out = model(x)
+    model.backward(torch.ones_like(out))
+    with pytest.raises(RuntimeError, match=r"Sequential\(\): trying to backward .* second time"):
+        model.backward(torch.ones_like(out))
+    loss = nn.CrossEntropyLoss()
+    loss(out, y)
+    loss.backward()
+    with pytest.raises(RuntimeError, match=r"CrossEntropyLoss.*second time"):
+        loss.backward()
+    with pytest.raises(ValueError, match="backward called before forward"):
+        nn.ReLU().backward(torch.ones(2))
+
+
+def test_evaluation_in_eval_mode_then_training_is_the_usual_loop() -> None:
+    model = _model()
+    x, y = _data()
+    model.eval()
+    model(x)  # an evaluation, never backpropagated
+    model.train()
+    _step(model, x, y)  # fine: that evaluation is dropped
+    out = model(x)
+    model.eval()
+    model(x)  # an evaluation between a training forward and its backward
+    model.train()
+    with pytest.raises(RuntimeError, match="two forward calls"):
+        model.backward(torch.ones_like(out))
+    _step(model, x, y)  # after the error, the next step starts clean
+
+
+def test_a_forward_that_raised_leaves_nothing_behind() -> None:
+    model = _model()
+    x, y = _data()
+    with pytest.raises(ValueError):
+        model(torch.randn(3, 7, dtype=D))
+    _step(model, x, y)
+
+
+@pytest.mark.parametrize("flatten", [False, True], ids=["plain", "flat"])
+@pytest.mark.parametrize("how", ["to", "flatten"])
+def test_replaced_parameters_are_detectable(flatten: bool, how: str) -> None:
+    model = _model(flatten)
+    old = list(model.parameters())
+    count = flat.move_count()
+    if how == "to":
+        model.to(torch.float32)
+    else:
+        model.flatten_parameters()
+    new = list(model.parameters())
+    assert flat.move_count() > count
+    for o, n in zip(old, new, strict=True):
+        assert flat.replacement(o) is n
+        assert flat.replacement(n) is None
+
+
+def test_the_input_gradient_is_computed_when_torch_computes_it() -> None:
+    model = _model()
+    x, _ = _data()
+    g = torch.ones(8, 3, dtype=D)
+    model(x)
+    assert model.backward(g) is None  # data: nothing needs dL/dx
+    model(x.clone().requires_grad_(True))
+    assert model.backward(g).shape == x.shape  # type: ignore[union-attr]
+    model(x)
+    assert model.backward(g, input_grad=True).shape == x.shape  # type: ignore[union-attr]
+    first, second = nn.Linear(5, 4).double(), nn.Linear(4, 3).double()
+    second(first(x))  # the output of a handgrad module with parameters requires grad
+    assert second.backward(g).shape == (8, 4)  # type: ignore[union-attr]
+    assert first.backward(torch.ones(8, 4, dtype=D)) is None
+    # a parameter-free first layer on data: nothing below the Linear needs a gradient
+    images = nn.Sequential(nn.Flatten(), nn.Linear(6, 3).double())
+    for _ in range(2):  # the Flatten's saved forward is freed with the step
+        images(torch.randn(4, 2, 3, dtype=D))
+        assert images.backward(torch.ones(4, 3, dtype=D)) is None
+    images(torch.randn(4, 2, 3, dtype=D))
+    grad = images.backward(torch.ones(4, 3, dtype=D), input_grad=True)
+    assert grad is not None and grad.shape == (4, 2, 3)
+
+
+class _Scale(nn.Module):
+    """A user's module written the torch 2.x way: accumulate_grad, since .grad may be None."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_parameter("s", torch.full((1,), 2.0, dtype=D))
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        self._x = x
+        return x * self.s
+
+    def backward(self, grad_output: Tensor) -> Tensor:  # type: ignore[override]
+        nn.accumulate_grad(self.s, (grad_output * self._x).sum().reshape(1))  # dL/ds = Σ g·x
+        return grad_output * self.s
+
+
+def test_a_users_module_reused_with_accumulate_grad() -> None:
+    scale = _Scale()
+    model = nn.Sequential(scale, nn.Tanh(), scale)
+    x = torch.randn(4, 3, dtype=D)
+    scale.zero_grad()
+    assert scale.s.grad is None
+    out = model(x)
+    grad_x = model.backward(torch.ones_like(out), input_grad=True)
+    s = torch.full((1,), 2.0, dtype=D, requires_grad=True)
+    x_t = x.clone().requires_grad_(True)
+    (torch.tanh(x_t * s) * s).sum().backward()
+    assert torch.allclose(scale.s.grad, s.grad, atol=1e-12)  # type: ignore[arg-type]
+    assert torch.allclose(grad_x, x_t.grad, atol=1e-12)  # type: ignore[arg-type]
+
+
+def test_keyword_input() -> None:
+    model = _model()
+    x, y = _data()
+    loss = nn.CrossEntropyLoss()
+    value = loss(input=model(input=x), target=y)
+    assert torch.allclose(value, torch.nn.CrossEntropyLoss()(to_torch(model)(x), y))
+    with pytest.raises(TypeError, match="Sequential"):
+        model(inputs=x)
+
+
+def test_the_checker_follows_the_new_options() -> None:
+    from handgrad.check import gradcheck
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(6, 5),
+        nn.BatchNorm1d(5, track_running_stats=False, bias=False),
+        nn.Tanh(),
+        nn.Linear(5, 3),
+    ).double()
+    x = torch.randn(8, 6, dtype=D)
+    y = torch.tensor([0, 1, 2, -100, 1, 0, 2, 1])
+    weight = torch.tensor([0.5, 2.0, 1.0], dtype=D)
+    report = gradcheck(model, nn.CrossEntropyLoss(weight, label_smoothing=0.1), x, y)
+    assert report.ok, str(report)
+    images = nn.Sequential(
+        nn.LayerNorm((2, 3)), nn.Flatten(), nn.Linear(6, 4), nn.LogSoftmax(dim=1)
+    ).double()
+    nll = nn.NLLLoss(weight=torch.rand(4, dtype=D), ignore_index=2)
+    x = torch.randn(5, 2, 3, dtype=D)
+    report = gradcheck(images, nll, x, torch.tensor([0, 2, 3, 1, 0]))
+    assert report.ok, str(report)
+    assert report.row("0 (LayerNorm) input").verdict == "ok"
