@@ -238,11 +238,10 @@ def build_training_parts(
 ) -> tuple[nn.Sequential, TrainLoss, Optimizer]:
     """A run's model (seeded, flattened into one buffer), loss and optimizer, ready to train.
 
-    The first layer's input gradient is switched off: dL/d(pixels) is never used, and skipping
-    it saves the first layer's N x 784 matrix product in every backward pass.
+    The first layer's input gradient is never computed, as in torch: the pixels do not require
+    grad, so ``backward`` skips dL/d(pixels) and the first layer's N x 784 product with it.
     """
     model = build_model(config)
-    model.input_grad = False
     loss = build_loss(config)
     model.flatten_parameters()
     return model, loss, build_optimizer(config, model, n_train)

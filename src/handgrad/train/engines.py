@@ -101,7 +101,7 @@ class HandgradEngine:
 
     def step(self) -> None:
         self.opt.step()
-        self.opt.zero_grad(set_to_none=False)
+        self.opt.zero_grad()
 
     def predict(self, x: Tensor) -> Tensor:
         was_training = self.model.training
@@ -121,7 +121,7 @@ class HandgradEngine:
         self.model.backward(self.loss.backward())
 
     def zero_grad(self) -> None:
-        self.opt.zero_grad(set_to_none=False)
+        self.opt.zero_grad()
 
     def model_state(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
