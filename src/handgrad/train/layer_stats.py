@@ -241,7 +241,7 @@ class SequentialProbe:
         """``model(*inputs)``, keeping each child's output. Shapes as the model's."""
         x: Tensor | None = None
         for i, (_, layer) in enumerate(self.layers):
-            x = layer(*inputs) if i == 0 else layer(x)  # type: ignore[arg-type]
+            x = layer(*inputs) if i == 0 else layer(x)
             self._kept[i].outputs.append(x)
         if x is None:
             return inputs[0]
