@@ -47,12 +47,20 @@ def _jupytext() -> Any:
 
 
 def _enclosing(lines: list[str], upto: int) -> str:
-    """The name of the def or class around line ``upto``, for the blank's message."""
+    """The name of the def around line ``upto`` (``Class.method`` for a method), for the
+    blank's message."""
+    name, indent = "", None
     for line in reversed(lines[:upto]):
-        m = re.match(r"^\s*(?:def|class)\s+(\w+)", line)
-        if m:
-            return m.group(1)
-    return "this exercise"
+        m = re.match(r"^(\s*)(def|class)\s+(\w+)", line)
+        if not m or (indent is not None and len(m.group(1)) >= indent):
+            continue
+        if not name:
+            name, indent = m.group(3), len(m.group(1))
+            if indent == 0:
+                return name
+        elif m.group(2) == "class":
+            return f"{m.group(3)}.{name}"
+    return name or "this exercise"
 
 
 def blank_solutions(source: str, where: str = "cell") -> str:
@@ -86,7 +94,10 @@ def blank_solutions(source: str, where: str = "cell") -> str:
 
 
 def _strip(nb: Any) -> Any:
-    for cell in nb.cells:
+    """No outputs, no execution counts, and cell ids from the cell's position (so the same
+    source always makes the same file)."""
+    for k, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{k:03d}"
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
