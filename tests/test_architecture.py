@@ -28,6 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "check": {"errors", "limits", "nn", "optim", "reference", "data"},
     "train": {"errors", "limits", "data", "nn", "optim", "reference"},
     "sklearn": {"errors", "limits", "data", "nn", "optim", "reference", "train"},
+    "notebook": {"errors", "limits", "data", "nn", "optim", "reference", "check", "train"},
     "cli": {"errors", "limits", "data", "nn", "optim", "reference", "check", "train", "sklearn"},
     "__init__": {"errors"},
     "__main__": {"cli"},

@@ -1,4 +1,4 @@
-"""handgrad.notebook: the exercise markers, the exercise copies on disk, the check cell's verdicts."""
+"""handgrad.notebook: the exercise markers, the copies on disk, the check cell's verdicts."""
 
 from __future__ import annotations
 
@@ -17,12 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_solution_region_becomes_a_blank_at_its_indentation() -> None:
-    source = "class A:\n    def bwd(self):\n        # BEGIN SOLUTION\n        x = 1\n        y = 2\n        # END SOLUTION\n        return 3"
+    source = (
+        "class A:\n    def bwd(self):\n        # BEGIN SOLUTION\n        x = 1\n"
+        "        y = 2\n        # END SOLUTION\n        return 3"
+    )
     assert blank_solutions(source) == (
         "class A:\n    def bwd(self):\n"
         '        raise NotImplementedError("A.bwd: your code here")\n        return 3'
     )
-    assert blank_solutions("# BEGIN SOLUTION: dz2 = ...\ndz2 = g * 2\n# END SOLUTION") == "dz2 = ..."
+    assert (
+        blank_solutions("# BEGIN SOLUTION: dz2 = ...\ndz2 = g * 2\n# END SOLUTION") == "dz2 = ..."
+    )
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,9 @@ def _paste(nb: Any, blank: str, answer: str) -> Any:
             indent = line[: len(line) - len(line.lstrip())]
             pasted = "\n".join(indent + a for a in answer.strip("\n").split("\n"))
             cell.source = cell.source.replace(line, pasted)
-            end = next(j for j in range(k + 1, len(nb.cells)) if "check_exercise(" in nb.cells[j].source)
+            end = next(
+                j for j in range(k + 1, len(nb.cells)) if "check_exercise(" in nb.cells[j].source
+            )
             nb.cells = nb.cells[: end + 1]
             return nb
     raise AssertionError(f"no blank {blank!r}")
@@ -157,7 +159,9 @@ def test_a_wrong_answer_pasted_into_the_exercise_is_named(
 ) -> None:
     _, nbformat = _tools()
     blank, answer, words = WRONG[name]
-    nb = _paste(nbformat.read(NOTEBOOKS / "exercises" / f"{name}.ipynb", as_version=4), blank, answer)
+    nb = _paste(
+        nbformat.read(NOTEBOOKS / "exercises" / f"{name}.ipynb", as_version=4), blank, answer
+    )
     _run(nb, NOTEBOOKS / "exercises", monkeypatch)
     text = _text(nb.cells[-1])
     for word in words:

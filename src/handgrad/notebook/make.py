@@ -168,6 +168,4 @@ def make_all(root: Path) -> list[Path]:
 
 def stale(root: Path) -> list[Path]:
     """The files that differ from what :func:`make_all` would write (or are missing)."""
-    return [
-        o.path for o in outputs(root) if not o.path.exists() or o.path.read_text() != o.text
-    ]
+    return [o.path for o in outputs(root) if not o.path.exists() or o.path.read_text() != o.text]
