@@ -52,3 +52,21 @@ def test_check_model_returns_the_gradcheck_report() -> None:
     assert report.ok and "OK" in str(report)
     with pytest.raises(ValueError, match="loss must be"):
         api.check_model("6-5-3", "tanh", "hinge")
+
+
+def test_reports_and_findings_show_as_html_tables() -> None:
+    import json
+
+    from handgrad.train import doctor
+    from handgrad.train.recipes import get_recipe
+
+    report = api.check_model("6-5-3", "relu", "cross_entropy", batch=4)
+    page = report._repr_html_()
+    assert page.count("<tr>") == len(report.rows) + 1  # the header and one row per gradient
+    for row in report.rows:
+        assert f"<td>{row.name}</td>" in page
+    assert report.verdict_line() in page
+    config = json.loads(get_recipe("fleuret-practical3").config.replace(target_scale=1.0).to_json())
+    step0 = {"step": 0, "train_loss": 1000.0, "train_error": 0.9}
+    found = doctor.diagnose_records(config, [step0], [])
+    assert "targets_out_of_range" in found._repr_html_()
