@@ -66,6 +66,7 @@ def test_reports_and_findings_show_as_html_tables() -> None:
     for row in report.rows:
         assert f"<td>{row.name}</td>" in page
     assert report.verdict_line() in page
+    assert repr(report) == str(report)
     config = json.loads(get_recipe("fleuret-practical3").config.replace(target_scale=1.0).to_json())
     step0 = {"step": 0, "train_loss": 1000.0, "train_error": 0.9}
     found = doctor.diagnose_records(config, [step0], [])

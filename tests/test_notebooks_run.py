@@ -72,7 +72,7 @@ def test_the_solved_notebook_runs_and_reproduces_the_seed(
     _, nbformat = _tools()
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     seconds = _run(nb, NOTEBOOKS, monkeypatch)
-    print(f"{name}: {seconds:.1f} s")
+    print(f"\n{name}: {seconds:.1f} s")
     for cell in _check_cells(nb):
         assert ": right: all" in _text(cell), _text(cell)
 
@@ -83,7 +83,8 @@ def test_the_exercise_runs_with_its_blanks_and_says_not_implemented(
 ) -> None:
     _, nbformat = _tools()
     nb = nbformat.read(NOTEBOOKS / "exercises" / f"{name}.ipynb", as_version=4)
-    _run(nb, NOTEBOOKS / "exercises", monkeypatch)
+    seconds = _run(nb, NOTEBOOKS / "exercises", monkeypatch)
+    print(f"\nexercises/{name}: {seconds:.1f} s")
     checks = _check_cells(nb)
     assert checks
     for cell in checks:

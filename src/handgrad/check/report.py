@@ -183,6 +183,9 @@ class GradReport:
         """The table as HTML, for Jupyter."""
         return format_html(self)
 
+    def __repr__(self) -> str:  # the table, not the dataclass fields (a cell's text/plain)
+        return str(self)
+
     def verdict_line(self) -> str:
         """One line: all right, or the first faulty layer and what is wrong with it."""
         if self.faulty_rows:
