@@ -162,6 +162,33 @@ step0, _ = forward(train_input, train_target, w1, b1, w2, b2)
 print(f"step-0 loss, the seed's init: {step0.item():.4f}   (seed 004: 809.9498)")
 assert f"{step0.item():.4f}" == "809.9498"
 
+# %% [markdown]
+# **With your backward pass**: the seed's own loop, `forward`, `backward`, then
+# $W \leftarrow W - \eta\, dW$, for 100 steps (it runs once your `backward` passes the check
+# above):
+
+# %%
+def train_by_hand(steps, lr=0.1 / len(train_input)):
+    params = {"w1": w1.clone(), "b1": b1.clone(), "w2": w2.clone(), "b2": b2.clone()}
+    losses = []
+    for _ in range(steps):
+        value, inter = forward(train_input, train_target, **params)
+        grads = backward(train_input, train_target, **params, **inter)
+        for name, p in params.items():
+            p -= lr * grads[name].reshape(p.shape)
+        losses.append(value.item())
+    return losses
+
+
+if result.ok:
+    losses = train_by_hand(101)
+    print(f"your backward: step 0 {losses[0]:.4f}, step 100 {losses[100]:.2f}   "
+          "(seed 004: 809.9498, 288.54; its autograd run: 288.32)")
+    assert f"{losses[0]:.4f}" == "809.9498"
+    assert losses[100] < 0.5 * losses[0]
+else:
+    print("train_by_hand needs a backward that passes the check above:", result.message)
+
 # %%
 gd = api.train_recipe("ninja-gd", quick_overrides={"steps": 300})
 print(gd)
