@@ -29,6 +29,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "train": {"errors", "limits", "data", "nn", "optim", "reference"},
     "export": {"errors", "limits", "nn", "reference", "train"},
     "sklearn": {"errors", "limits", "data", "nn", "optim", "reference", "train", "export"},
+    "notebook": {"errors", "limits", "data", "nn", "optim", "reference", "check", "train"},
     "cli": {
         "errors",
         "limits",

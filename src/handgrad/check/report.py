@@ -179,6 +179,13 @@ class GradReport:
                 return row
         raise KeyError(f"no row named {name!r}; rows: {[r.name for r in self.rows]}")
 
+    def _repr_html_(self) -> str:
+        """The table as HTML, for Jupyter."""
+        return format_html(self)
+
+    def __repr__(self) -> str:  # the table, not the dataclass fields (a cell's text/plain)
+        return str(self)
+
     def verdict_line(self) -> str:
         """One line: all right, or the first faulty layer and what is wrong with it."""
         if self.faulty_rows:
@@ -268,33 +275,57 @@ def _verdict_cell(row: GradRow) -> str:
     return row.verdict
 
 
+TABLE_HEADER = (
+    "gradient",
+    "shape",
+    "exact",
+    "approx",
+    "maxdiff",
+    "rel err",
+    "fd",
+    "kinks",
+    "verdict",
+)
+
+
+def _row_cells(row: GradRow) -> list[str]:
+    """One row of the table, as text cells under ``TABLE_HEADER``."""
+    return [
+        row.name,
+        _shape(row.shape),
+        _flag(row.exact),
+        _flag(row.approx),
+        _number(row.max_abs_diff),
+        _number(row.max_rel_err),
+        f"{row.fd.agreed}/{row.fd.checked}" if row.fd else "-",
+        str(row.kinks) if row.kinks else "",
+        _verdict_cell(row),
+    ]
+
+
+def format_html(report: GradReport) -> str:
+    """The table as HTML (Jupyter): the title, a row per gradient with the faulty rows
+    highlighted, the notes and the verdict line."""
+    import html
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADER)
+    body = []
+    for row in report.rows:
+        style = ' style="background:#fdd;font-weight:bold"' if row.faulty else ""
+        cells = "".join(f"<td>{html.escape(c)}</td>" for c in _row_cells(row))
+        body.append(f"<tr{style}>{cells}</tr>")
+    notes = "".join(f"<p>note: {html.escape(n)}</p>" for n in report.notes)
+    return (
+        f"<p>{html.escape(report.title)}</p><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>{notes}"
+        f"<p><b>{html.escape(report.verdict_line())}</b></p>"
+    )
+
+
 def format_table(report: GradReport) -> str:
     """The aligned table, notes, and the verdict line."""
-    header = (
-        "gradient",
-        "shape",
-        "exact",
-        "approx",
-        "maxdiff",
-        "rel err",
-        "fd",
-        "kinks",
-        "verdict",
-    )
-    lines = [
-        [
-            row.name,
-            _shape(row.shape),
-            _flag(row.exact),
-            _flag(row.approx),
-            _number(row.max_abs_diff),
-            _number(row.max_rel_err),
-            f"{row.fd.agreed}/{row.fd.checked}" if row.fd else "-",
-            str(row.kinks) if row.kinks else "",
-            _verdict_cell(row),
-        ]
-        for row in report.rows
-    ]
+    header = TABLE_HEADER
+    lines = [_row_cells(row) for row in report.rows]
     widths = [
         max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
         for i, h in enumerate(header)

@@ -15,7 +15,7 @@ class Reporter:
     """The progress bar and per-evaluation lines of one run (nothing with --quiet)."""
 
     def __init__(self, total: int, start: int, quiet: bool, log_format: str, label: str) -> None:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget under Jupyter, text in a terminal
 
         self.quiet = quiet
         self.log_format = log_format
@@ -24,7 +24,7 @@ class Reporter:
             initial=start,
             desc=label,
             unit="step",
-            disable=quiet or not sys.stderr.isatty(),
+            disable=quiet or not (sys.stderr.isatty() or "ipykernel" in sys.modules),
             dynamic_ncols=True,
             leave=False,
         )

@@ -168,8 +168,7 @@ class Optimizer(torch.optim.Optimizer):
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
         if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+            loss = closure()  # handgrad's backward needs no autograd, so none is switched on
         arenas = self._arenas
         for index, group in enumerate(self.param_groups):
             arena = arenas[index] if index < len(arenas) else None
