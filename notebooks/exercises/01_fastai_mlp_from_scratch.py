@@ -29,7 +29,7 @@
 # **Set-up.** This cell installs handgrad if it is missing: from this repository when the
 # notebook is opened inside a checkout (`pip install -e '.[notebooks]'` then
 # `jupyter lab notebooks/` does that for you), otherwise from the package index. On Colab,
-# run `!pip install "git+https://github.com/<owner>/handgrad"` first (the repository's URL).
+# first put this repository there (clone or upload it) and run `!pip install -e handgrad` on its folder.
 
 # %%
 import importlib.util
