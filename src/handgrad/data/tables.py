@@ -113,7 +113,7 @@ def _finish(
         classes = np.unique(y)
         if len(classes) < 2:
             raise HandgradError(
-                f"{path}: target {target!r} has one class ({classes[0]!r}); classification "
+                f"{path}: target {target!r} has one class ({classes[0].item()!r}); classification "
                 "needs at least two"
             )
     else:

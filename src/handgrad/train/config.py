@@ -317,7 +317,7 @@ class TrainConfig:
         group="data",
         metavar="FILE",
         help="train on your own table: a .csv with a header, an .npz with x and y, or an .npy "
-        "of features (with --target-file); replaces --preset",
+        "of features (with --target-file); replaces --preset; --valid defaults to 0.2 here",
     )
     target: str | None = option(
         None, group="data", metavar="COLUMN", help="--data-file .csv: the target column"
