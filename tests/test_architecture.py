@@ -51,6 +51,7 @@ TRAIN_ORDER = [
     "checks",
     "resume",
     "config",
+    "tabular",
     "recipes",
     "steps",
     "metrics",

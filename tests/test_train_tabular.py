@@ -288,8 +288,10 @@ def test_bad_cells_are_one_line_errors(
         (["--target", "label"], "target 'label' has one class ('same')"),
         (["--target", "lable"], "no column 'lable'; the columns are a, b, label"),
         ([], "a .csv needs --target COLUMN"),
-        (["--target", "a"], "model 3-4-2: one.csv has 2 features and regression (1 output); "
-                            "use --model 2-4-1"),  # fmt: skip
+        (
+            ["--target", "a"],
+            "model 3-4-2: one.csv has 2 features and regression (1 output); use --model 2-4-1",
+        ),
     ],
 )
 def test_table_errors(

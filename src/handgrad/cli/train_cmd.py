@@ -82,11 +82,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Recipe | No
     else:
         config = TrainConfig()
     config = options.apply_options(config, args)
-    if config.data_file is not None and recipe is None and not args.config:
-        # A table's validation split: a fraction of its rows unless --valid says otherwise
-        # (the image presets' default of 100 records is no size for a table of any length).
-        if "valid" not in options.given_options(args):
-            config = config.replace(valid=TABLE_VALID)
+    # A table's validation split: a fraction of its rows unless --valid says otherwise (the
+    # image presets' default of 100 records is no size for a table of any length).
+    given = options.given_options(args)
+    if config.data_file is not None and recipe is None and not args.config and "valid" not in given:
+        config = config.replace(valid=TABLE_VALID)
     return config, recipe
 
 

@@ -37,7 +37,10 @@ class Reporter:
         if record.get("valid_error") is not None:
             postfix["val"] = f"{1 - record['valid_error']:.1%}"
         if "train_r2" in record:  # a table's regression: the error is the RMSE
-            postfix = {"loss": f"{record['train_loss']:.4g}", "rmse": f"{record['train_error']:.4g}"}
+            postfix = {
+                "loss": f"{record['train_loss']:.4g}",
+                "rmse": f"{record['train_error']:.4g}",
+            }
         self.bar.set_postfix(postfix, refresh=False)
         if not self.quiet:
             line = (

@@ -163,11 +163,13 @@ class _Standardize(torch.nn.Module):
 
     def __init__(self, mean: Any, std: Any, dtype: torch.dtype) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=dtype))
-        self.register_buffer("std", torch.as_tensor(np.asarray(std), dtype=dtype))
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=dtype))  # (D,)
+        self.register_buffer("std", torch.as_tensor(np.asarray(std), dtype=dtype))  # (D,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return (x - self.mean) / self.std  # (N, D)
 
 
 def export_onnx(

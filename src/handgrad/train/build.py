@@ -21,8 +21,8 @@ points (``train``, ``compare``, ``handgrad train``) call ``check_config`` once.
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -289,7 +289,9 @@ def read_rows(path: str | Path, info: dict[str, Any]) -> tuple[np.ndarray, np.nd
     return x, y
 
 
-def _read_rows_csv(path: Path, names: list[str], target: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_rows_csv(
+    path: Path, names: list[str], target: str
+) -> tuple[np.ndarray, np.ndarray | None]:
     import csv
     import io
 
