@@ -330,6 +330,28 @@ def test_predict_rows_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     png.write_bytes(b"")
     assert main(["predict", str(run), str(png)]) == 2
     assert "give --rows FILE" in capsys.readouterr().err
+    assert main(["predict", str(run), "--index", "0"]) == 2
+    assert "give --rows FILE" in capsys.readouterr().err
+
+
+def test_onnx_export_of_a_table_run_standardizes_inside(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("onnxruntime", reason="the export extra: pip install 'handgrad[export]'")
+    import onnxruntime
+
+    data, x = classification_csv(tmp_path / "points.csv", n=120)
+    run = train_table(tmp_path / "runs", "--data-file", str(data), "--target", "label",
+                      "--model", "3-8-2", "--epochs", "3", "--lr", "0.01", *QUIET)  # fmt: skip
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    assert main(["export", str(run), "--format", "numpy"]) == 0
+    capsys.readouterr()
+    session = onnxruntime.InferenceSession(str(run / "model.onnx"))
+    raw = x[:20].astype(np.float32)
+    (probs,) = session.run(None, {"input": raw})
+    expected = numpy_predictor.load(run / "model.npz").predict_proba(raw)
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(probs, probs[0])  # the rows are told apart
 
 
 def test_cli_flags_need_a_data_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             raise HandgradError("predict: --rows takes no image files and no --index")
         print("\n".join(predict_rows(config, model, rows)))
         return 0
-    if args.images and config.data_file is not None:
+    if (args.images or args.index) and config.data_file is not None:
         raise HandgradError(
             f"predict: run {run_dir} trained on the table {config.data_file}; give --rows FILE"
         )

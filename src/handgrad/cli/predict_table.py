@@ -49,7 +49,7 @@ def predict_rows(config: TrainConfig, model: nn.Module, path: str) -> list[str]:
         k = int(np.argmax(row))
         true = ""
         if truth is not None:
-            right = str(truth[i]) == str(classes[k])
+            right = _same_label(truth[i], classes[k])
             true = f"  (true {truth[i]}{'' if right else ', wrong'})"
         table = "  ".join(f"{c}:{p:.3f}" for c, p in zip(classes, row, strict=True))
         lines.append(
@@ -62,3 +62,13 @@ def predict_rows(config: TrainConfig, model: nn.Module, path: str) -> list[str]:
 def _name(where: str, i: int, csv: bool) -> str:
     """A row's name: its line in a CSV (the header is line 1), else its index."""
     return f"{where} row {i + 2}" if csv else f"{where}[{i}]"
+
+
+def _same_label(text: object, label: object) -> bool:
+    """A rows file's target cell against a class label (``1.0`` is the class ``1``)."""
+    if isinstance(label, int | float):
+        try:
+            return float(str(text)) == float(label)
+        except ValueError:
+            return False
+    return str(text).strip() == str(label)
