@@ -179,7 +179,9 @@ def test_csv_regression_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     np.testing.assert_allclose(values, predictor.predict(x[:3]), rtol=1e-4, atol=1e-4)
 
 
-def test_npz_and_npy_pairs_and_the_task_option(tmp_path: Path) -> None:
+def test_npz_and_npy_pairs_and_the_task_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     x = features(240, seed=3)
     y_class = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 5)  # 0, 1, 2
     np.savez(tmp_path / "t.npz", x=x, y=y_class)
@@ -210,6 +212,20 @@ def test_npz_and_npy_pairs_and_the_task_option(tmp_path: Path) -> None:
         "valid": 48,
         "test": 50,
     }
+    # a test file may hold one class; a label the training file lacks is named
+    np.savez(tmp_path / "one.npz", x=x[:5], y=np.full(5, 2))
+    run = train_table(
+        out, "--data-file", str(tmp_path / "t.npz"), "--test-file", str(tmp_path / "one.npz"),
+        "--model", "3-8-3", "--epochs", "1", *QUIET,
+    )  # fmt: skip
+    assert rec.read_metrics(run)[-1]["test_error"] is not None
+    np.savez(tmp_path / "new.npz", x=x[:5], y=np.full(5, 7))
+    code = main(["train", "--out", str(out), "--data-file", str(tmp_path / "t.npz"),
+                 "--test-file", str(tmp_path / "new.npz"), "--model", "3-8-3", *QUIET])  # fmt: skip
+    assert code == 2
+    assert "target 'y' value 7 (record 0) is not a class of the training file" in (
+        capsys.readouterr().err
+    )
 
 
 # -- resume: bit-exact, and refused on a changed file ---------------------------------------

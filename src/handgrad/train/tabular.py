@@ -74,7 +74,7 @@ def _read(config: TrainConfig, path: str | None = None, task: str | None = None)
     if path is not None:  # the test file: the same kind of table as the data file
         if Path(path).suffix.lower() not in (".csv", ".npz"):
             raise HandgradError(f"{path}: a --test-file is a .csv or an .npz")
-        return tables.read_table(path, config.target, task=task)
+        return tables.read_table(path, config.target, task=task, min_classes=1)
     assert config.data_file is not None
     return tables.read_table(config.data_file, config.target, y_path=config.target_file, task=task)
 
@@ -113,7 +113,7 @@ def _targets(table: tables.Table, classes: np.ndarray | None, where: str) -> np.
     unknown = np.flatnonzero(keys[index] != y)
     if len(unknown):
         raise HandgradError(
-            f"{where}: target {table.target_name!r} value {y[unknown[0]]!r} (record "
+            f"{where}: target {table.target_name!r} value {y[unknown[0]].item()!r} (record "
             f"{unknown[0]}) is not a class of the training file"
         )
     return index.astype(np.int64)
