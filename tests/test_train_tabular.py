@@ -397,3 +397,21 @@ def test_train_an_image_preset_from_the_cli(
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
     assert f"preset {preset}" in capsys.readouterr().out
+
+
+def test_report_page_of_table_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("plotly", reason="the report extra: pip install 'handgrad[report]'")
+    out = tmp_path / "runs"
+    data, _ = regression_csv(tmp_path / "houses.csv", n=100)
+    reg = train_table(out, "--data-file", str(data), "--target", "price", "--model", "3-4-1",
+                      "--epochs", "1", *QUIET)  # fmt: skip
+    data, _ = classification_csv(tmp_path / "points.csv", n=100)
+    cls = train_table(out, "--data-file", str(data), "--target", "label", "--model", "3-4-2",
+                      "--epochs", "1", *QUIET)  # fmt: skip
+    assert main(["report", str(reg)]) == 0 and main(["report", str(cls)]) == 0
+    page = (reg / "report.html").read_text()
+    assert "a regression: no classes" in page and "RMSE" in page
+    final = rec.read_metrics(reg)[-1]
+    assert f"test error {final['test_error']:.4g}" in page  # the RMSE, not a percentage
+    page = (cls / "report.html").read_text()
+    assert "confusion-chart" in page and "a regression" not in page
