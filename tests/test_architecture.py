@@ -52,6 +52,7 @@ TRAIN_ORDER = [
     "checks",
     "resume",
     "config",
+    "tabular",
     "recipes",
     "steps",
     "metrics",

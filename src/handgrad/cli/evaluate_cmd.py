@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
-from handgrad.train.build import build_loss, load_data, model_from_state
+from handgrad.train.build import TrainData, build_loss, load_data, model_from_state
 from handgrad.train.config import TrainConfig
-from handgrad.train.metrics import N_CLASSES, confusion_matrix, evaluate_split, predicted_classes
+from handgrad.train.metrics import (
+    SplitMetrics,
+    confusion_matrix,
+    evaluate_split,
+    predicted_classes,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     with torch.no_grad():
         figures = evaluate_split(model, loss, loss.reduction, x, y, labels)
-    matrix = confusion_matrix(predicted_classes(figures.outputs), labels, N_CLASSES)
+    if data.table is not None:  # the user's own table (handgrad.train.tabular)
+        return _report_table(run_dir, config, source.name, args.split, data, figures, labels)
+    matrix = confusion_matrix(predicted_classes(figures.outputs), labels, data.n_classes)
     name = (
         "valid (the fastai validation set)"
         if config.preset == "fastai" and args.split == "test"
@@ -75,6 +83,42 @@ def run(args: argparse.Namespace) -> int:
         f"{name}: {len(x):,} records  accuracy {figures.accuracy:.2%}  "
         f"error {figures.error:.2%}  {config.loss} loss {figures.loss:.6g}"
     )
+    print("confusion matrix (rows: true class, columns: predicted class)")
+    print(format_confusion(matrix))
+    return 0
+
+
+def _report_table(
+    run_dir: Path,
+    config: TrainConfig,
+    weights: str,
+    split: str,
+    data: TrainData,
+    figures: SplitMetrics,
+    labels: torch.Tensor,
+) -> int:
+    """A table run's figures: RMSE and R² (regression) or accuracy and the confusion matrix
+    with the class names (classification)."""
+    info = data.table
+    assert info is not None
+    print(
+        f"run {run_dir}: model {config.model}, data {config.data_file} ({info['task']}), "
+        f"weights from {weights}"
+    )
+    n = len(labels)
+    if info["task"] == "regression":
+        r2 = "-" if figures.r2 is None else f"{figures.r2:.4f}"
+        print(
+            f"{split}: {n:,} rows  RMSE {figures.error:.6g}  R² {r2}  "
+            f"{config.loss} loss {figures.loss:.6g}"
+        )
+        return 0
+    print(
+        f"{split}: {n:,} rows  accuracy {figures.accuracy:.2%}  error {figures.error:.2%}  "
+        f"{config.loss} loss {figures.loss:.6g}"
+    )
+    matrix = confusion_matrix(predicted_classes(figures.outputs), labels, data.n_classes)
+    print("classes: " + "  ".join(f"{i}={c}" for i, c in enumerate(info["classes"])))
     print("confusion matrix (rows: true class, columns: predicted class)")
     print(format_confusion(matrix))
     return 0

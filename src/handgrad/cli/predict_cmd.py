@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG/JPEG files")
     p.add_argument("--index", type=int, nargs="+", metavar="I", default=[], help="test-set indices")
     p.add_argument(
+        "--rows",
+        metavar="FILE",
+        help="a table run: predict each row of a .csv (header naming the features), .npy or .npz",
+    )
+    p.add_argument(
         "--invert",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -62,14 +67,28 @@ def describe(name: str, outputs: Tensor, label: int | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.images and not args.index:
-        raise HandgradError("predict: give image files or --index I [I ...] into the test set")
+    rows = getattr(args, "rows", None)
+    if not args.images and not args.index and rows is None:
+        raise HandgradError(
+            "predict: give image files, --index I [I ...] into the test set, or --rows FILE"
+        )
     run_dir = rec.find_run(args.run, args.out)
     config = TrainConfig.load(run_dir / rec.CONFIG).validate()
     if args.data_dir is not None:
         config = config.replace(data_dir=args.data_dir)
     state, _ = rec.load_model_state(run_dir)
     model = model_from_state(config, state).eval()
+    if rows is not None:  # the user's own table (handgrad.cli.predict_table)
+        from handgrad.cli.predict_table import predict_rows
+
+        if args.images or args.index:
+            raise HandgradError("predict: --rows takes no image files and no --index")
+        print("\n".join(predict_rows(config, model, rows)))
+        return 0
+    if (args.images or args.index) and config.data_file is not None:
+        raise HandgradError(
+            f"predict: run {run_dir} trained on the table {config.data_file}; give --rows FILE"
+        )
     items: list[tuple[str, Tensor, int | None]] = []
     if args.index:
         data = load_data(config)

@@ -81,7 +81,16 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Recipe | No
         config = TrainConfig.load(args.config)
     else:
         config = TrainConfig()
-    return options.apply_options(config, args), recipe
+    config = options.apply_options(config, args)
+    # A table's validation split: a fraction of its rows unless --valid says otherwise (the
+    # image presets' default of 100 records is no size for a table of any length).
+    given = options.given_options(args)
+    if config.data_file is not None and recipe is None and not args.config and "valid" not in given:
+        config = config.replace(valid=TABLE_VALID)
+    return config, recipe
+
+
+TABLE_VALID = 0.2  # handgrad train --data-file: the default validation fraction
 
 
 def run(args: argparse.Namespace) -> int:

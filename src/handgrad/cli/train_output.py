@@ -36,23 +36,53 @@ class Reporter:
         postfix = {"loss": f"{record['train_loss']:.4g}", "acc": f"{1 - record['train_error']:.1%}"}
         if record.get("valid_error") is not None:
             postfix["val"] = f"{1 - record['valid_error']:.1%}"
+        if "train_r2" in record:  # a table's regression: the error is the RMSE
+            postfix = {
+                "loss": f"{record['train_loss']:.4g}",
+                "rmse": f"{record['train_error']:.4g}",
+            }
         self.bar.set_postfix(postfix, refresh=False)
         if not self.quiet:
-            self.bar.write(format_record(self.log_format, record), file=sys.stdout)
+            line = (
+                regression_line(record)
+                if "train_r2" in record
+                else format_record(self.log_format, record)
+            )
+            self.bar.write(line, file=sys.stdout)
 
     def close(self) -> None:
         self.bar.close()
+
+
+def regression_line(record: dict[str, Any]) -> str:
+    """A table regression's evaluation line: the loss, and each split's RMSE and R²."""
+
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    parts = [f"step {record['step']:>6d}  epoch {record['epoch']:7.2f}"]
+    parts.append(f"train loss {num(record.get('train_loss'), '.4f')}")
+    for split in ("train", "valid", "test"):
+        parts.append(
+            f"{split} rmse {num(record.get(f'{split}_error'), '.4g')} "
+            f"r2 {num(record.get(f'{split}_r2'), '.4f')}"
+        )
+    return "  ".join(parts)
 
 
 def summary(result: RunResult) -> str:
     """Two lines: how the run ended, and its final figures."""
     final = result.final
     parts = [f"train loss {final.get('train_loss', float('nan')):.6g}"]
+    regression = "train_r2" in final  # a table's regression: the error is the RMSE
     for split in ("train", "valid", "test"):
         error = final.get(f"{split}_error")
-        if error is not None:
+        if error is not None and regression:
+            r2 = final.get(f"{split}_r2")
+            parts.append(f"{split} RMSE {error:.4g}" + (f" R² {r2:.4f}" if r2 is not None else ""))
+        elif error is not None:
             parts.append(f"{split} error {error:.2%}")
-    if final.get("test_error") is not None:
+    if final.get("test_error") is not None and not regression:
         parts.append(f"(test accuracy {1 - final['test_error']:.2%})")
     if final.get("test_evaluated"):
         parts.append(f"[test set evaluated {final['test_evaluated']}]")

@@ -79,9 +79,12 @@ def _labels(labels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(labels.astype(np.int64))  # (N,)
 
 
-def one_hot(labels: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
-    """``(N,)`` class indices -> ``(N, 10)`` with ``scale`` at the label, 0 elsewhere."""
-    out = torch.zeros(len(labels), N_CLASSES, dtype=dtype)  # (N, C)
+def one_hot(
+    labels: torch.Tensor, dtype: torch.dtype, scale: float = 1.0, n_classes: int = N_CLASSES
+) -> torch.Tensor:
+    """``(N,)`` class indices -> ``(N, C)`` (C = ``n_classes``, MNIST's 10 by default) with
+    ``scale`` at the label, 0 elsewhere."""
+    out = torch.zeros(len(labels), n_classes, dtype=dtype)  # (N, C)
     out.scatter_(1, labels.view(-1, 1), 1.0)
     return out * scale if scale != 1.0 else out
 

@@ -100,7 +100,13 @@ def _task_of(path: Path, y: np.ndarray, numeric: bool, task: str | None) -> str:
 
 
 def _finish(
-    path: Path, x: np.ndarray, y: np.ndarray, names: list[str], target: str, task: str | None
+    path: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    target: str,
+    task: str | None,
+    min_classes: int = 2,
 ) -> Table:
     numeric = y.dtype.kind in "fiub"
     chosen = _task_of(path, y, numeric, task)
@@ -111,9 +117,9 @@ def _finish(
             if np.all(y == np.round(y)):
                 y = y.astype(np.int64)
         classes = np.unique(y)
-        if len(classes) < 2:
+        if len(classes) < min_classes:
             raise HandgradError(
-                f"{path}: target {target!r} has one class ({classes[0]!r}); classification "
+                f"{path}: target {target!r} has one class ({classes[0].item()!r}); classification "
                 "needs at least two"
             )
     else:
@@ -121,7 +127,9 @@ def _finish(
     return Table(x, y, names, target, chosen, classes)
 
 
-def read_csv(path: str | os.PathLike[str], target: str, *, task: str | None = None) -> Table:
+def read_csv(
+    path: str | os.PathLike[str], target: str, *, task: str | None = None, min_classes: int = 2
+) -> Table:
     """A CSV with a header row; ``target`` names the target column, the others are features
     and must be numbers. Rows are named by their line number in the file (the header is 1)."""
     path = Path(path)
@@ -176,7 +184,7 @@ def read_csv(path: str | os.PathLike[str], target: str, *, task: str | None = No
     numbers = [_number(v) for v in ys]
     y = np.array(numbers, dtype=np.float64) if None not in numbers else np.array(ys)
     names = [header[i] for i in features]
-    return _finish(path, np.array(xs, dtype=np.float64), y, names, target, task)
+    return _finish(path, np.array(xs, dtype=np.float64), y, names, target, task, min_classes)
 
 
 def _npy_shape(data: bytes | io.BufferedIOBase, where: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -223,7 +231,9 @@ def _features(path: Path, where: str, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _pair(path: Path, x: np.ndarray, y: np.ndarray, task: str | None, where: str) -> Table:
+def _pair(
+    path: Path, x: np.ndarray, y: np.ndarray, task: str | None, where: str, min_classes: int = 2
+) -> Table:
     x = _features(path, where, x)
     if len(y) != len(x):
         raise HandgradError(f"{where}: {len(x)} rows of x but {len(y)} values of y")
@@ -232,10 +242,12 @@ def _pair(path: Path, x: np.ndarray, y: np.ndarray, task: str | None, where: str
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise HandgradError(f"{where}: y row {int(np.argmin(np.isfinite(y)))}: not finite")
     names = [f"x{i}" for i in range(x.shape[1])]
-    return _finish(path, x, y, names, "y", task)
+    return _finish(path, x, y, names, "y", task, min_classes)
 
 
-def read_npz(path: str | os.PathLike[str], *, task: str | None = None) -> Table:
+def read_npz(
+    path: str | os.PathLike[str], *, task: str | None = None, min_classes: int = 2
+) -> Table:
     """An ``.npz`` holding ``x`` (N, D) numbers and ``y`` (N,)."""
     path = Path(path)
     _check_size(path)
@@ -257,7 +269,7 @@ def read_npz(path: str | os.PathLike[str], *, task: str | None = None) -> Table:
                 )
             raw = archive.read(info)
             arrays[key] = _checked_array(path, f"{path}[{key}]", raw, 2 if key == "x" else 1)
-    return _pair(path, arrays["x"], arrays["y"], task, str(path))
+    return _pair(path, arrays["x"], arrays["y"], task, str(path), min_classes)
 
 
 def read_npy_pair(
@@ -278,16 +290,20 @@ def read_table(
     *,
     y_path: str | os.PathLike[str] | None = None,
     task: str | None = None,
+    min_classes: int = 2,
 ) -> Table:
-    """Read a ``.csv`` (needs ``target``), ``.npz``, or ``.npy`` (needs ``y_path``)."""
+    """Read a ``.csv`` (needs ``target``), ``.npz``, or ``.npy`` (needs ``y_path``).
+
+    ``min_classes``: the fewest distinct labels a classification target may hold (a test
+    file may hold one class: 1)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".csv":
         if target is None:
             raise ValueError(f"{p}: name the target column of a CSV")
-        return read_csv(p, target, task=task)
+        return read_csv(p, target, task=task, min_classes=min_classes)
     if suffix == ".npz":
-        return read_npz(p, task=task)
+        return read_npz(p, task=task, min_classes=min_classes)
     if suffix == ".npy":
         if y_path is None:
             raise ValueError(f"{p}: an .npy of features needs the .npy of targets beside it")

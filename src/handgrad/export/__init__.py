@@ -98,6 +98,7 @@ def export_numpy(
     task: str = "regression",
     classes: Any = None,
     meta: dict[str, Any] | None = None,
+    standardize: tuple[Any, Any] | None = None,
 ) -> Path:
     """Write ``model`` (eval-mode function) as a NumPy predictor ``.npz``; return the path.
 
@@ -108,6 +109,8 @@ def export_numpy(
         task: ``regression``, ``classification``, ``binary`` or ``multilabel``.
         classes: the labels ``predict`` returns, in output order (numbers or strings).
         meta: JSON-able notes stored in the spec (e.g. what the inputs must be).
+        standardize: ``(mean, std)`` (D,) each: the predictor applies ``(x - mean) / std`` to
+            its inputs first (a table run's training-split standardization).
     """
     _check_choice("output", output, OUTPUTS)
     _check_choice("task", task, TASKS)
@@ -130,6 +133,11 @@ def export_numpy(
         "dtype": dtype,
         "meta": meta or {},
     }
+    if standardize is not None:
+        mean, std = (np.asarray(v, dtype=np.float64).reshape(-1) for v in standardize)
+        if mean.shape != (n_features,) or std.shape != (n_features,):
+            raise ValueError(f"export: standardize needs ({n_features},) mean and std")
+        arrays["input_mean"], arrays["input_std"] = mean, std
     if classes is not None:
         labels = np.asarray(classes)
         if labels.dtype == object:
@@ -150,10 +158,30 @@ def _with_output(twin: torch.nn.Module, output: str) -> torch.nn.Module:
     return twin
 
 
+class _Standardize(torch.nn.Module):
+    """``(x - mean) / std``: a table run's training-split standardization, ahead of the net."""
+
+    def __init__(self, mean: Any, std: Any, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=dtype))  # (D,)
+        self.register_buffer("std", torch.as_tensor(np.asarray(std), dtype=dtype))  # (D,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std  # (N, D)
+
+
 def export_onnx(
-    model: nn.Module, path: PathLike, *, n_features: int, output: str = "identity"
+    model: nn.Module,
+    path: PathLike,
+    *,
+    n_features: int,
+    output: str = "identity",
+    standardize: tuple[Any, Any] | None = None,
 ) -> Path:
-    """Write ``model``'s torch twin (eval mode, ``output`` activation appended) as ONNX.
+    """Write ``model``'s torch twin (eval mode, ``output`` activation appended) as ONNX;
+    with ``standardize=(mean, std)`` the graph first computes ``(x - mean) / std``.
 
     The file is checked with ``onnx.checker.check_model``. Input ``input`` (N, D) of the
     model's dtype, output ``output`` (N, K); N is dynamic.
@@ -178,6 +206,8 @@ def export_onnx(
     finally:
         model.train(was_training)
     dtype = next(iter(twin.parameters())).dtype
+    if standardize is not None:
+        twin = torch.nn.Sequential(_Standardize(*standardize, dtype), twin).eval()
     example = torch.zeros(2, n_features, dtype=dtype)
     path = Path(path)
     batch = torch.export.Dim("batch")
@@ -248,6 +278,8 @@ def export_run(run_dir: Path, fmt: str, path: PathLike) -> Path:
     model.eval()
     n_features = nn.parse_sizes(config.model)[0]
     output = "softmax" if config.loss == "cross_entropy" else "identity"
+    if config.data_file is not None:  # the user's own table: its standardization goes along
+        return _export_table_run(run_dir, config, model, source.name, fmt, path, n_features)
     if fmt == "onnx":
         return export_onnx(model, path, n_features=n_features, output=output)
     if fmt == "numpy":
@@ -268,3 +300,47 @@ def export_run(run_dir: Path, fmt: str, path: PathLike) -> Path:
             },
         )
     raise ValueError(f"export: format must be onnx or numpy, got {fmt!r}")
+
+
+def _export_table_run(
+    run_dir: Path,
+    config: Any,
+    model: nn.Module,
+    weights: str,
+    fmt: str,
+    path: PathLike,
+    n_features: int,
+) -> Path:
+    """A ``--data-file`` run: the model takes the raw feature columns (the recorded
+    training-split standardization is part of the export); a classifier predicts the
+    table's own labels."""
+    from handgrad.train.tabular import table_info
+
+    info = table_info(config)
+    standardize = (info["mean"], info["std"])
+    regression = info["task"] == "regression"
+    output = "softmax" if config.loss == "cross_entropy" else "identity"
+    if fmt == "onnx":
+        return export_onnx(
+            model, path, n_features=n_features, output=output, standardize=standardize
+        )
+    if fmt != "numpy":
+        raise ValueError(f"export: format must be onnx or numpy, got {fmt!r}")
+    return export_numpy(
+        model,
+        path,
+        n_features=n_features,
+        output=output,
+        task="regression" if regression else "classification",
+        classes=None if regression else info["classes"],
+        standardize=standardize,
+        meta={
+            "run": str(run_dir),
+            "weights": weights,
+            "data_file": str(config.data_file),
+            "model": str(config.model),
+            "features": info["feature_names"],
+            "target": info["target"],
+            "input": "the raw feature columns in this order (standardized inside)",
+        },
+    )

@@ -10,7 +10,8 @@ This file imports only numpy and the standard library: copy it next to the ``.np
 
 The ``.npz`` (written by ``handgrad.export.export_numpy``) holds ``format``, a JSON ``spec``
 (the layers in order, the output activation, the task) and the arrays ``l{i}.{name}``. It is
-read with ``allow_pickle=False``: loading it never runs code.
+read with ``allow_pickle=False``: loading it never runs code. An export of a table run also
+holds ``input_mean`` and ``input_std`` (D,): ``forward`` first computes ``(x − mean) / std``.
 
 Layers and their formulas (x is (N, D_in)):
     linear       y = x Wᵀ + b            (W (D_out, D_in), b (D_out,))
@@ -105,6 +106,9 @@ class Predictor:
         self.n_features = int(spec["n_features"])
         self.dtype = np.dtype(spec.get("dtype", "float64"))
         self.classes = arrays.get("classes")
+        # A table run's training-split standardization, applied to the inputs first.
+        self.input_mean = arrays.get("input_mean")
+        self.input_std = arrays.get("input_std")
 
     def forward(self, X: Any) -> np.ndarray:
         """The last layer's output (N, K): logits for a classifier, values for a regressor."""
@@ -113,6 +117,8 @@ class Predictor:
             raise ValueError(
                 f"numpy_predictor: expected X of shape (N, {self.n_features}), got {x.shape}"
             )
+        if self.input_mean is not None and self.input_std is not None:
+            x = ((x - self.input_mean) / self.input_std).astype(self.dtype)
         for layer, arrays in zip(self.layers, self._arrays, strict=True):
             x = _apply(layer, arrays, x)
         return x

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from handgrad import nn
 from handgrad.data import Batches, load_preset, split_validation
 from handgrad.data.presets import N_CLASSES, N_FEATURES, one_hot
 from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
+from handgrad.train import tabular
 from handgrad.train.config import TrainConfig
 from handgrad.train.steps import Plan, build_plan, build_transform
 
@@ -56,6 +59,11 @@ class TrainData:
     name: str
     source: str
     description: str
+    # Appended for tables (handgrad.train.tabular): the class count (1 output for regression),
+    # the task, and the table's recorded layout (None for the image presets).
+    n_classes: int = N_CLASSES
+    task: str = "classification"
+    table: dict[str, Any] | None = None
 
     @property
     def n_train(self) -> int:
@@ -84,18 +92,24 @@ def check_config(config: TrainConfig) -> None:
     """
     config.validate()
     widths = _widths(config)
-    if widths[0] != N_PIXELS:
-        raise ValueError(
-            f"model {config.model}: MNIST inputs have {N_PIXELS} pixels, not {widths[0]}"
-        )
     kind = resolve_targets(config)
     out = widths[-1]
-    if kind == "value" and out != 1:
-        raise ValueError(f"targets value: the model must end in 1 output, {config.model} has {out}")
-    if kind in ("class", "onehot") and out != N_CLASSES:
-        raise ValueError(
-            f"targets {kind}: the model must end in {N_CLASSES} outputs, {config.model} has {out}"
-        )
+    if tabular.is_table(config):
+        _check_table_config(config, kind)
+    else:
+        if widths[0] != N_PIXELS:
+            raise ValueError(
+                f"model {config.model}: MNIST inputs have {N_PIXELS} pixels, not {widths[0]}"
+            )
+        if kind == "value" and out != 1:
+            raise ValueError(
+                f"targets value: the model must end in 1 output, {config.model} has {out}"
+            )
+        if kind in ("class", "onehot") and out != N_CLASSES:
+            raise ValueError(
+                f"targets {kind}: the model must end in {N_CLASSES} outputs, "
+                f"{config.model} has {out}"
+            )
     if config.loss == "cross_entropy" and kind == "value":
         raise ValueError("loss cross_entropy: needs class or onehot targets, not value")
     if config.loss != "cross_entropy" and kind == "class":
@@ -104,13 +118,88 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"target_scale: applies to onehot targets only, these are {kind}")
 
 
+def _check_table_config(config: TrainConfig, kind: str) -> None:
+    """A table run's model and targets (its widths once the table is recorded)."""
+    if config.task == "regression" and config.loss == "cross_entropy":
+        raise ValueError("task regression: needs a squared loss (--loss mse), not cross_entropy")
+    if config.task == "regression" and kind != "value":
+        raise ValueError(f"task regression: the targets are values, not {kind}")
+    if config.task == "classification" and kind == "value":
+        raise ValueError("task classification: needs class or onehot targets, not value")
+    if config.table:
+        tabular.check_model_fits(config, config.table)
+
+
+def load_table_data(config: TrainConfig) -> TrainData:
+    """The user's table (``config.data_file``): seeded splits, standardized on train only.
+
+    Raises:
+        HandgradError: the file cannot be read, names a bad row or column, or has changed
+            since the run recorded its SHA-256.
+        ValueError: the model does not fit the table.
+    """
+    tabular.check_digest(config)
+    parts = tabular.split_table(config)
+    info = parts.info
+    tabular.check_model_fits(config, info)
+    kind = resolve_targets(config)
+    dtype = config.torch_dtype()
+    regression = info["task"] == "regression"
+    n_out = tabular.n_outputs(info)
+    if regression and kind != "value":
+        raise ValueError(f"{config.data_file}: a regression target needs value targets")
+
+    def x_of(x: np.ndarray) -> Tensor:
+        return torch.from_numpy(x).to(dtype=dtype, device=config.device)  # (N, D)
+
+    def labels_of(y: np.ndarray) -> Tensor:
+        t = torch.from_numpy(y)
+        return t.to(dtype=dtype if regression else torch.int64, device=config.device)  # (N,)
+
+    def y_of(labels: Tensor) -> Tensor:
+        if kind == "class":
+            return labels  # (N,)
+        if kind == "value":
+            return labels.to(dtype).unsqueeze(1)  # (N, 1)
+        return one_hot(labels.cpu(), dtype, config.target_scale, n_out).to(labels.device)
+
+    labels_train, labels_test = labels_of(parts.y_train), labels_of(parts.y_test)
+    labels_valid = labels_of(parts.y_valid) if parts.y_valid is not None else None
+    name = Path(str(config.data_file)).name
+    rows = info["rows"]
+    return TrainData(
+        x_train=x_of(parts.x_train),
+        y_train=y_of(labels_train),
+        labels_train=labels_train,
+        x_valid=x_of(parts.x_valid) if parts.x_valid is not None else None,
+        y_valid=y_of(labels_valid) if labels_valid is not None else None,
+        labels_valid=labels_valid,
+        x_test=x_of(parts.x_test),
+        y_test=y_of(labels_test),
+        labels_test=labels_test,
+        targets=kind,
+        name=name,
+        source=str(config.data_file),
+        description=(
+            f"{name}: {info['task']}, {len(info['feature_names'])} features, "
+            f"{rows['train']:,} train / {rows['valid']:,} valid / {rows['test']:,} test rows"
+        ),
+        n_classes=n_out,
+        task=info["task"],
+        table=info,
+    )
+
+
 def load_data(config: TrainConfig) -> TrainData:
-    """Load the config's preset, make the loss's targets and carve the validation split.
+    """Load the config's preset (or table), make the loss's targets and carve the validation
+    split.
 
     Raises:
         HandgradError: the data cannot be found or read.
         ValueError: a bad split size.
     """
+    if tabular.is_table(config):
+        return load_table_data(config)
     kind = resolve_targets(config)
     dtype = config.torch_dtype()
     if config.preset == "fleuret":
@@ -303,7 +392,7 @@ def pixels_to_input(config: TrainConfig, pixels: np.ndarray) -> Tensor:
     flat = torch.from_numpy(np.ascontiguousarray(pixels)).reshape(len(pixels), -1).to(dtype)
     if config.preset == "fastai":
         return (flat / 256).to(config.device)
-    if config.preset == "mnist":
+    if config.preset in ("mnist", "fashion-mnist", "kmnist"):
         return (flat / 255).to(config.device)
     if config.full:
         arrays = load_mnist_arrays(config.data_dir, download=config.download)

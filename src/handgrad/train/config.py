@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # build its parser (and answer --help) from the fields' metadata at once. The choices that
 # handgrad.nn and handgrad.data define are therefore repeated here; tests/test_train_config.py
 # checks that they are the same.
-DATA_PRESETS = ("fleuret", "fastai", "mnist")
+DATA_PRESETS = ("fleuret", "fastai", "mnist", "fashion-mnist", "kmnist")
 TARGETS = ("auto", "class", "onehot", "value")
 LOSSES = ("cross_entropy", "mse", "sum_squared")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -54,7 +54,19 @@ INITS = (
 COSMETIC_FIELDS = ("name", "recipe", "data_dir", "download")
 # Fields added after runs were already written: left out of the hash at their defaults, so the
 # checkpoints of those runs still resume.
-LATER_FIELDS = {"augment_options": {}, "drop_last": False, "eval_test": "always"}
+LATER_FIELDS: dict[str, Any] = {"augment_options": {}, "drop_last": False, "eval_test": "always"}
+# The user's own table (handgrad.train.tabular): left out of the hash when unused.
+TASKS = ("auto", "classification", "regression")
+LATER_FIELDS.update(
+    data_file=None,
+    target=None,
+    target_file=None,
+    task="auto",
+    test_fraction=0.2,
+    test_file=None,
+    data_sha256=None,
+    table={},
+)
 
 # The command line's option groups, in the order `handgrad train --help` shows them.
 GROUPS = ("data", "model", "loss and optimizer", "length and batches", "run")
@@ -92,7 +104,7 @@ class TrainConfig:
         "fleuret",
         group="data",
         choices=DATA_PRESETS,
-        help="data preset: fleuret (1,000/1,000 embedded), fastai, mnist",
+        help="data preset: fleuret (1,000/1,000 embedded), fastai, mnist, fashion-mnist, kmnist",
     )
     full: bool = option(False, group="data", help="fleuret: all 60,000/10,000 records")
     data_dir: str | None = option(
@@ -299,6 +311,41 @@ class TrainConfig:
     )
     engine: str = "handgrad"  # handgrad (hand-written backward) | autograd (torch reference)
 
+    # -- the user's own table (handgrad.train.tabular; issue 19) -------------------------
+    data_file: str | None = option(
+        None,
+        group="data",
+        metavar="FILE",
+        help="train on your own table: a .csv with a header, an .npz with x and y, or an .npy "
+        "of features (with --target-file); replaces --preset; --valid defaults to 0.2 here",
+    )
+    target: str | None = option(
+        None, group="data", metavar="COLUMN", help="--data-file .csv: the target column"
+    )
+    target_file: str | None = option(
+        None, group="data", metavar="FILE", help="--data-file .npy: the .npy of targets (N,)"
+    )
+    task: str = option(
+        "auto",
+        group="data",
+        choices=TASKS,
+        help="--data-file: auto (classification for labels or few integers, else regression)",
+    )
+    test_fraction: float = option(
+        0.2,
+        group="data",
+        metavar="F",
+        help="--data-file: test rows carved (seeded) from the file, unless --test-file",
+    )
+    test_file: str | None = option(
+        None, group="data", metavar="FILE", help="--data-file: a separate test table"
+    )
+    # Recorded when the run starts (handgrad.train.tabular.resolve_table): the files' SHA-256
+    # and the table's layout and standardization (training split only), for resume, evaluate,
+    # predict and export.
+    data_sha256: str | None = None
+    table: dict[str, Any] = field(default_factory=dict)
+
     # -- JSON ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field (tuples become lists)."""
@@ -437,10 +484,38 @@ class TrainConfig:
             raise ValueError(
                 f"full: only the fleuret preset has a subset; {self.preset} is always full"
             )
+        self._validate_table()
         if self.label_smoothing and self.loss != "cross_entropy":
             raise ValueError("label_smoothing: applies to the cross_entropy loss only")
         self.augmentation()
         return self
+
+    def _validate_table(self) -> None:
+        """The ``--data-file`` fields agree with each other."""
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        if not 0.0 <= self.test_fraction < 1.0 or isinstance(self.test_fraction, bool):
+            raise ValueError(f"test_fraction: expected [0, 1), got {self.test_fraction!r}")
+        if self.data_file is None:
+            for name in ("target", "target_file", "test_file"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: applies with --data-file only")
+            if self.task != "auto":
+                raise ValueError("task: applies with --data-file only")
+            return
+        suffix = Path(self.data_file).suffix.lower()
+        if suffix not in (".csv", ".npz", ".npy"):
+            raise ValueError(f"data_file: expected a .csv, .npz or .npy file, got {self.data_file}")
+        if suffix == ".csv" and not self.target:
+            raise ValueError("data_file: a .csv needs --target COLUMN (the column to predict)")
+        if suffix != ".csv" and self.target is not None:
+            raise ValueError(f"target: names a .csv column; a {suffix} file has x and y arrays")
+        if suffix == ".npy" and self.target_file is None:
+            raise ValueError("data_file: an .npy of features needs --target-file (the targets)")
+        if suffix != ".npy" and self.target_file is not None:
+            raise ValueError("target_file: applies to an .npy --data-file only")
+        if self.test_file is None and self.test_fraction == 0:
+            raise ValueError("test_fraction: 0 needs a --test-file")
 
     def augmentation(self) -> Augment:
         """The ``Augment`` that ``augment`` names with ``augment_options`` applied.

@@ -60,6 +60,8 @@ def evaluation_record(
         )
         record[f"{split}_loss"] = figures.loss
         record[f"{split}_error"] = figures.error
+        if figures.r2 is not None:  # a table's regression: error is the RMSE
+            record[f"{split}_r2"] = rec.jsonable(figures.r2)
     if data.x_valid is None:
         record["valid_loss"] = record["valid_error"] = None
     if test_at_end:
@@ -78,3 +80,5 @@ def add_test_figures(engine: Engine, data: TrainData, record: Record) -> None:
         data.labels_test,
     )
     record["test_loss"], record["test_error"] = figures.loss, figures.error
+    if figures.r2 is not None:
+        record["test_r2"] = rec.jsonable(figures.r2)

@@ -4,6 +4,10 @@ A model's outputs ``(N, C)`` predict the class of highest score. A regression mo
 ``(N, 1)`` (the fastai notebooks' digit value) predict the nearest digit, clamped to 0-9.
 Fleuret's rule "an error when ``target[n, argmax] < 0.5``" is the same as ``argmax != label``
 for one-hot targets scaled by anything above 0.5.
+
+A regression on a table (``handgrad.train.tabular``) has float labels, the target values
+``(N,)``: its "error" is the root mean squared error ``sqrt(mean((ŷ - y)²))`` in the target's
+units, and ``r2`` the coefficient of determination ``1 - Σ(y - ŷ)² / Σ(y - ȳ)²``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,16 @@ def predicted_classes(outputs: Tensor) -> Tensor:
     if outputs.shape[1] == 1:
         return outputs[:, 0].clamp(0, N_CLASSES - 1).round().long()  # (N,)
     return outputs.argmax(dim=1)  # (N,)
+
+
+def regression_figures(outputs: Tensor, values: Tensor) -> tuple[float, float]:
+    """``(rmse, r2)`` of outputs ``(N, 1)`` against target values ``(N,)`` (r2 nan when the
+    values are constant)."""
+    residual = outputs[:, 0].double() - values.double()  # (N,)
+    rmse = float(residual.square().mean().sqrt().item())
+    spread = float((values.double() - values.double().mean()).square().sum().item())
+    r2 = 1.0 - float(residual.square().sum().item()) / spread if spread > 0 else float("nan")
+    return rmse, r2
 
 
 def error_rate(outputs: Tensor, labels: Tensor) -> float:
@@ -57,6 +71,7 @@ class SplitMetrics:
     loss: float
     error: float
     outputs: Tensor
+    r2: float | None = None  # regression on a table only (``error`` is then the RMSE)
 
     @property
     def accuracy(self) -> float:
@@ -91,6 +106,9 @@ def evaluate_split(
             total += part * len(out) if reduction == "mean" else part
         outputs = torch.cat(parts)
         value = total / n if reduction == "mean" else total
+    if labels.is_floating_point():  # a table's regression: labels are the target values
+        rmse, r2 = regression_figures(outputs, labels)
+        return SplitMetrics(loss=value, error=rmse, outputs=outputs, r2=r2)
     return SplitMetrics(loss=value, error=error_rate(outputs, labels), outputs=outputs)
 
 

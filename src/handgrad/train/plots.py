@@ -4,7 +4,9 @@
 
 - ``curves.png``: loss and error against the step, for every split the records hold;
 - ``confusion.png``: the test confusion matrix (rows true, columns predicted);
-- ``mistakes.png``: the most confidently misclassified test digits;
+- ``mistakes.png``: the most confidently misclassified test digits (image inputs only);
+- ``predictions.png``: a table's regression: test predictions against the true values (in
+  place of the confusion matrix and the mistakes);
 - ``first_layer.png``: the first layer's weight rows as 28x28 images.
 """
 
@@ -60,6 +62,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
     if batch:
         ax_loss.plot(*zip(*batch, strict=True), color="0.6", lw=1, label="batch loss (running)")
     positive = True
+    # A table's regression records its RMSE as the error (and an r2): drawn as it is, not in %.
+    regression = any("train_r2" in r for r in records)
+    scale = 1 if regression else 100
     for split, color in SPLIT_COLORS.items():
         losses = [r.get(f"{split}_loss") for r in records]
         errors = [r.get(f"{split}_error") for r in records]
@@ -68,12 +73,15 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
             positive = positive and all(v is None or v > 0 for v in losses)
         if any(v is not None for v in errors):
             ax_err.plot(
-                steps, [None if e is None else 100 * e for e in errors], color=color, label=split
+                steps, [None if e is None else scale * e for e in errors], color=color, label=split
             )
     if positive:
         ax_loss.set_yscale("log")
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
-    ax_err.set(xlabel="step", ylabel="error (%)", title="classification error")
+    if regression:
+        ax_err.set(xlabel="step", ylabel="RMSE", title="root mean squared error")
+    else:
+        ax_err.set(xlabel="step", ylabel="error (%)", title="classification error")
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -154,6 +162,23 @@ def plot_first_layer(weight: Tensor, path: Path, max_units: int = 64) -> Path:
     return path
 
 
+def plot_predictions(outputs: Tensor, values: Tensor, path: Path) -> Path:
+    """A regression's test predictions ``(N, 1)`` against the true values ``(N,)``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    truth, predicted = values.double().cpu().numpy(), outputs[:, 0].double().cpu().numpy()
+    ax.scatter(truth, predicted, s=8, alpha=0.6)
+    low, high = min(truth.min(), predicted.min()), max(truth.max(), predicted.max())
+    ax.plot([low, high], [low, high], color="0.5", lw=1, label="predicted = true")
+    ax.set(xlabel="true value", ylabel="predicted value", title="test predictions")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def write_plots(
     run_dir: Path, records: list[dict[str, Any]], model: nn.Module, data: TrainData
 ) -> list[Path]:
@@ -166,9 +191,15 @@ def write_plots(
     finally:
         model.train(was_training)
     paths = [plot_curves(records, run_dir / "curves.png")]
-    matrix = confusion_matrix(predicted_classes(outputs), data.labels_test)
+    if data.task == "regression":
+        paths.append(plot_predictions(outputs, data.labels_test, run_dir / "predictions.png"))
+        return paths
+    matrix = confusion_matrix(predicted_classes(outputs), data.labels_test, data.n_classes)
     paths.append(plot_confusion(matrix, run_dir / "confusion.png"))
-    paths.append(plot_mistakes(data.x_test, data.labels_test, outputs, run_dir / "mistakes.png"))
+    if data.x_test.shape[1] == 784:  # images: the most confident mistakes as digits
+        paths.append(
+            plot_mistakes(data.x_test, data.labels_test, outputs, run_dir / "mistakes.png")
+        )
     layer = first_linear(model)
     if layer is not None and layer.in_features == 784:
         paths.append(plot_first_layer(layer.weight, run_dir / "first_layer.png"))

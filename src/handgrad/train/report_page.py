@@ -56,7 +56,8 @@ def _div(fig: Any, div_id: str) -> str:
 def _curves(go: Any, metrics: list[dict[str, Any]]) -> str:
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "error"))
+    regression = any("train_r2" in r for r in metrics)  # a table's: the error is the RMSE
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "RMSE" if regression else "error"))
     steps = [r["step"] for r in metrics]
     for split in ("batch", "train", "valid", "test"):
         key = f"{split}_loss"
@@ -69,7 +70,8 @@ def _curves(go: Any, metrics: list[dict[str, Any]]) -> str:
         if any(y is not None for y in ys):
             fig.add_trace(go.Scatter(x=steps, y=ys, name=key, mode="lines+markers"), 1, 2)
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    if not regression:
+        fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_layout(height=380, margin={"t": 40, "b": 40})
     return _div(fig, "curves-chart")
 
@@ -220,13 +222,18 @@ def _confusion_and_mistakes(
     )
 
     x, outputs, labels = got
+    if labels.is_floating_point():  # a table's regression (handgrad.train.tabular)
+        note = "<p class='missing'>a regression: no classes (see the RMSE and R² curves)</p>"
+        return note, note
+    # The class count from the model's outputs (a table's classes), MNIST's 10 for a value.
+    n_classes = outputs.shape[1] if outputs.shape[1] > 1 else N_CLASSES
     predicted = predicted_classes(outputs)
-    matrix = confusion_matrix(predicted, labels, N_CLASSES)
+    matrix = confusion_matrix(predicted, labels, n_classes)
     fig = go.Figure(
         go.Heatmap(
             z=matrix.tolist(),
-            x=[str(c) for c in range(N_CLASSES)],
-            y=[str(c) for c in range(N_CLASSES)],
+            x=[str(c) for c in range(n_classes)],
+            y=[str(c) for c in range(n_classes)],
             colorscale="Blues",
             text=matrix.tolist(),
             texttemplate="%{text}",
@@ -321,8 +328,10 @@ def build_report(run: Path, test: tuple[Any, Any, Any] | None = None) -> str:
         for sid, title, content in sections
     )
     last = metrics[-1]
+    percent = "train_r2" not in last  # a table's regression records its RMSE as the error
     summary = ", ".join(
-        f"{k.replace('_', ' ')} " + (f"{last[k]:.2%}" if k.endswith("error") else f"{last[k]:.4g}")
+        f"{k.replace('_', ' ')} "
+        + (f"{last[k]:.2%}" if k.endswith("error") and percent else f"{last[k]:.4g}")
         for k in ("train_loss", "train_error", "valid_error", "test_error")
         if isinstance(last.get(k), int | float)
     )

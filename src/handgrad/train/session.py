@@ -34,6 +34,7 @@ from handgrad.train.engines import ENGINES, Engine, build_engine, grad_mode
 from handgrad.train.evaluation import Record
 from handgrad.train.loop import RunResult, train
 from handgrad.train.steps import Plan, build_plan
+from handgrad.train.tabular import resolve_table
 from handgrad.train.threads import load_with_threads, torch_threads
 
 # Exit codes: 0 done (also early stop), 1 diverged, 2 bad input, 130 interrupted.
@@ -74,6 +75,7 @@ def fresh_session(config: TrainConfig, *, engine: str, out: str) -> Session:
         raise ValueError(f"engine: expected handgrad, autograd or both, got {engine!r}")
     if engine != "both":
         config = config.replace(engine=engine)
+    config = resolve_table(config)  # a --data-file run: its task, SHA-256 and standardization
     check_config(config)
     rec.check_writable(out)
     config, data = load_with_threads(config)
