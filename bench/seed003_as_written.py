@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from handgrad import nn
 from handgrad.train import build
 from handgrad.train import layer_stats as ls
 from handgrad.train import records as rec
@@ -60,8 +61,11 @@ def main() -> None:
     with torch.no_grad():
         for step in range(args.passes + 1):
             model.eval()
-            out = model(x)
-            value = float(loss(out, y))
+            with nn.no_saved_state():  # evaluation forwards need no backward
+                out = model(x)
+                value = float(loss(out, y))
+                test_out = model(x_test)
+                test_loss = float(loss(test_out, data.y_test))
             record = {
                 "step": step,
                 "epoch": float(step),
@@ -71,8 +75,8 @@ def main() -> None:
                 "train_error": error_rate(out, data.labels_train),
                 "valid_loss": None,
                 "valid_error": None,
-                "test_loss": float(loss(model(x_test), data.y_test)),
-                "test_error": error_rate(model(x_test), data.labels_test),
+                "test_loss": test_loss,
+                "test_error": error_rate(test_out, data.labels_test),
                 "seconds": round(time.perf_counter() - started, 3),
             }
             model.train()
