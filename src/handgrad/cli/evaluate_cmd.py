@@ -8,7 +8,7 @@ import torch
 
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
-from handgrad.train.build import build_loss, load_data, model_from_state
+from handgrad.train.build import check_run_weights, build_loss, load_data, model_from_state
 from handgrad.train.config import TrainConfig
 from handgrad.train.metrics import N_CLASSES, confusion_matrix, evaluate_split, predicted_classes
 
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         config = config.replace(data_dir=args.data_dir)
     state, source = rec.load_model_state(run_dir)
+    check_run_weights(run_dir, config, state, source)  # the weights fit the config
     model = model_from_state(config, state)
     data = load_data(config)
     splits = {

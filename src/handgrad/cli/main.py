@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,6 +78,11 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     from handgrad import __version__
 
     parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an error (also {DEBUG_ENV}=1); anywhere on the line",
+    )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=Parser, action=_Commands
     )
@@ -87,11 +95,30 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     return parser
 
 
+DEBUG_ENV = "HANDGRAD_DEBUG"  # HANDGRAD_DEBUG=1: as --debug
+
+
+def _debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--debug`` (anywhere before a ``--``), and whether it was there or
+    ``HANDGRAD_DEBUG`` is set."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    env = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "no", "false")
+    return kept, env or len(kept) != len(argv)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (0 success, 1 failure, 2 bad input)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    """Run the command line; return the exit code (0 success, 1 failure, 2 bad input, 130
+    interrupted). Every error is one line on stderr; ``--debug`` (or ``HANDGRAD_DEBUG=1``)
+    adds the traceback."""
+    argv, debug = _debug_flag(list(sys.argv[1:] if argv is None else argv))
     try:
+        parser = build_parser(argv)  # imports the command's module (and torch): inside
         args = parser.parse_args(argv)
         if getattr(args, "func", None) is None:
             parser.print_help()
@@ -102,16 +129,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{exc}; see '{exc.prog} --help'", file=sys.stderr)
         return 2
     except (HandgradError, ValueError, TypeError, OSError) as exc:
+        _traceback(debug)
         print(f"handgrad: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _traceback(debug)
         print("handgrad: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        _traceback(debug)
+        if isinstance(exc, MemoryError) or "alloc" in str(exc).lower():
+            print(
+                f"handgrad: error: out of memory ({_first_line(exc)}); use a smaller model, "
+                "batch or input",
+                file=sys.stderr,
+            )
+            return 2
+        return _internal(exc, debug)
+    except Exception as exc:
+        _traceback(debug)
+        return _internal(exc, debug)
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    how = "" if debug else f"; rerun with --debug (or {DEBUG_ENV}=1) to see the traceback"
+    print(
+        f"handgrad: internal error, a bug in handgrad (please report it): {_first_line(exc)}"
+        + how,
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # until a run's loop turns it into a checkpoint and a clean stop
 
 
 def run() -> None:
-    """Console-script wrapper: exit with ``main``'s code."""
-    raise SystemExit(main())
+    """Console-script wrapper: exit with ``main``'s code (SIGTERM is handled as Ctrl-C)."""
+    try:
+        signal.signal(signal.SIGTERM, _sigterm)
+        code = main()
+    except KeyboardInterrupt:  # between main's own handlers
+        print("handgrad: interrupted", file=sys.stderr)
+        code = 130
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

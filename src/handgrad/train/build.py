@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +32,8 @@ from handgrad import nn
 from handgrad.data import Batches, load_preset, split_validation
 from handgrad.data.presets import N_CLASSES, N_FEATURES, one_hot
 from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
+from handgrad.errors import HandgradError
+from handgrad.limits import check_memory
 from handgrad.train.config import TrainConfig
 from handgrad.train.steps import Plan, build_plan, build_transform
 
@@ -83,7 +86,9 @@ def check_config(config: TrainConfig) -> None:
         ValueError: one line naming the mismatch.
     """
     config.validate()
+    check_device(config.device)
     widths = _widths(config)
+    check_run_memory(config, widths)
     if widths[0] != N_PIXELS:
         raise ValueError(
             f"model {config.model}: MNIST inputs have {N_PIXELS} pixels, not {widths[0]}"
@@ -346,3 +351,73 @@ def preflight(config: TrainConfig, data: TrainData) -> Plan:
     build_schedule(config, data.n_train, plan.total_steps)
     build_transform(config)
     return plan
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine cannot train on (before anything is written).
+
+    Raises:
+        HandgradError: an unknown name, ``meta`` (tensors without data), or a CUDA/MPS device
+            this machine does not have.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise HandgradError(
+            f"--device {device}: not a torch device; use cpu (or cuda, cuda:1, mps)"
+        ) from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise HandgradError(
+                f"--device {device}: this machine (or this torch build) has no CUDA device; "
+                "use --device cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise HandgradError(
+                f"--device {device}: there are only {count} CUDA devices (cuda:0 to "
+                f"cuda:{count - 1})"
+            )
+        return
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise HandgradError(f"--device {device}: MPS is not available here; use --device cpu")
+        return
+    why = " (tensors without data: nothing can be trained)" if dev.type == "meta" else ""
+    raise HandgradError(f"--device {device}: cannot train on {dev.type}{why}; use --device cpu")
+
+
+def mlp_memory(widths: list[int], batch: int, itemsize: int, copies: int = 5) -> int:
+    """Bytes an MLP of ``widths`` needs, estimated from above: its parameters ``copies`` times
+    (weights, gradients, a flat buffer, two optimizer moments) and the activations of one batch
+    four times (outputs, pre-activations, gradients, a spare)."""
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    return itemsize * (copies * params + 4 * batch * sum(widths))
+
+
+def check_run_memory(config: TrainConfig, widths: list[int]) -> None:
+    """Refuse a model or batch that cannot fit in memory, before anything is allocated."""
+    itemsize = 8 if config.dtype == "float64" else 4
+    batch = config.batch_size or 0  # a full batch is checked when the data is known
+    check_memory(
+        f"--model {config.model}" + (f" --batch-size {batch}" if config.batch_size else ""),
+        mlp_memory(widths, batch, itemsize),
+        "use a smaller model or batch",
+    )
+
+
+def check_run_weights(run_dir: Path, config: TrainConfig, state: dict[str, Tensor], source: Path) -> None:
+    """Check the weights ``evaluate``/``predict`` loaded from a run against the model its
+    ``config.json`` builds (names, shapes, dtypes, all finite) and the config against the
+    fingerprint its checkpoint and model file carry (``train.checks.check_run_model``).
+
+    Raises:
+        HandgradError: naming the file and what does not fit.
+    """
+    from handgrad.train.checks import check_run_model
+
+    with torch.random.fork_rng(devices=[]):
+        expected = build_model(config, seed=False).state_dict()
+    check_run_model(run_dir, config.fingerprint(), state, source, expected)
