@@ -8,7 +8,7 @@ import torch
 
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
-from handgrad.train.build import check_run_weights, build_loss, load_data, model_from_state
+from handgrad.train.build import build_loss, check_run_weights, load_data, model_from_state
 from handgrad.train.config import TrainConfig
 from handgrad.train.metrics import N_CLASSES, confusion_matrix, evaluate_split, predicted_classes
 

@@ -159,8 +159,7 @@ def _traceback(debug: bool) -> None:
 def _internal(exc: BaseException, debug: bool) -> int:
     how = "" if debug else f"; rerun with --debug (or {DEBUG_ENV}=1) to see the traceback"
     print(
-        f"handgrad: internal error, a bug in handgrad (please report it): {_first_line(exc)}"
-        + how,
+        f"handgrad: internal error, a bug in handgrad (please report it): {_first_line(exc)}" + how,
         file=sys.stderr,
     )
     return 1

@@ -85,7 +85,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Recipe | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from handgrad.cli import train_output as out
     from handgrad.train import session as ses
 
     if args.resume is not None:  # --resume "" is refused by find_run, never a fresh run

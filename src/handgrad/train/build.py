@@ -31,9 +31,9 @@ from torch import Tensor
 from handgrad import nn
 from handgrad.data import Batches, load_preset, split_validation
 from handgrad.data.presets import N_CLASSES, N_FEATURES, one_hot
-from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
 from handgrad.errors import HandgradError
 from handgrad.limits import check_memory
+from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
 from handgrad.train.config import TrainConfig
 from handgrad.train.steps import Plan, build_plan, build_transform
 
@@ -285,6 +285,18 @@ def build_schedule(config: TrainConfig, n_train: int, total_steps: int) -> Sched
         opts["total_steps"] = total_steps
     if "n_samples" in params and "n_samples" not in opts:
         opts["n_samples"] = n_train
+    required = [
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and name not in opts
+    ]
+    if required:
+        raise HandgradError(
+            f"--schedule {config.schedule}: needs the option {required[0]}; give it with "
+            f"--schedule-option {required[0]}=VALUE"
+        )
     if config.lr_per_sample:
         for key in ("lr", "max_lr", "min_lr"):
             if key in opts:
@@ -408,7 +420,9 @@ def check_run_memory(config: TrainConfig, widths: list[int]) -> None:
     )
 
 
-def check_run_weights(run_dir: Path, config: TrainConfig, state: dict[str, Tensor], source: Path) -> None:
+def check_run_weights(
+    run_dir: Path, config: TrainConfig, state: dict[str, Tensor], source: Path
+) -> None:
     """Check the weights ``evaluate``/``predict`` loaded from a run against the model its
     ``config.json`` builds (names, shapes, dtypes, all finite) and the config against the
     fingerprint its checkpoint and model file carry (``train.checks.check_run_model``).
