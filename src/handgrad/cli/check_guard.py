@@ -70,7 +70,14 @@ def check_input_memory(shape: tuple[int, ...]) -> None:
 
 def run_module_in_child(args: argparse.Namespace) -> int:
     """Check ``--module`` in a child process; print its table or JSON; 0 right, 1 wrong."""
-    path = Path(args.module.rpartition(":")[0] or args.module)
+    path_text, sep, name = args.module.rpartition(":")
+    if not sep or not path_text or not name:
+        raise HandgradError(
+            f"--module: expected FILE.py:CLASS, e.g. my_layer.py:MyLinear, got {args.module!r}"
+        )
+    path = Path(path_text)
+    if not path.is_file():
+        raise HandgradError(f"--module: no such file: {path}")
     print(
         f"handgrad: note: importing {path} runs its top-level code (in a child process)",
         file=sys.stderr,

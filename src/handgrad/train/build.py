@@ -21,6 +21,7 @@ points (``train``, ``compare``, ``handgrad train``) call ``check_config`` once.
 from __future__ import annotations
 
 import inspect
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -405,7 +406,7 @@ def mlp_memory(widths: list[int], batch: int, itemsize: int, copies: int = 5) ->
     """Bytes an MLP of ``widths`` needs, estimated from above: its parameters ``copies`` times
     (weights, gradients, a flat buffer, two optimizer moments) and the activations of one batch
     four times (outputs, pre-activations, gradients, a spare)."""
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    params = sum(a * b + b for a, b in itertools.pairwise(widths))
     return itemsize * (copies * params + 4 * batch * sum(widths))
 
 

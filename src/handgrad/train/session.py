@@ -136,7 +136,6 @@ def resume_session(
         if data_dir is not None:
             config = config.replace(data_dir=data_dir)
         check_config(config)
-        rec.load_checkpoint(run_dir / rec.CHECKPOINT)  # a damaged one fails before the data
         config, data = load_with_threads(config)
         plan = build_plan(config, data.n_train)
         with torch.random.fork_rng(devices=[]):
