@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import signal
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from handgrad.cli.parser import Parser, UsageError
-from handgrad.errors import HandgradError
+from handgrad.cli import edge
+from handgrad.cli.parser import Parser
 
 # Command name -> (module under handgrad.cli, one-line help), in the order --help lists them.
 COMMANDS = {
@@ -81,7 +79,7 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     parser.add_argument(
         "--debug",
         action="store_true",
-        help=f"show the traceback of an error (also {DEBUG_ENV}=1); anywhere on the line",
+        help=f"show the traceback of an error (also {edge.DEBUG_ENV}=1); anywhere on the line",
     )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=Parser, action=_Commands
@@ -95,74 +93,22 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     return parser
 
 
-DEBUG_ENV = "HANDGRAD_DEBUG"  # HANDGRAD_DEBUG=1: as --debug
-
-
-def _debug_flag(argv: list[str]) -> tuple[list[str], bool]:
-    """``argv`` without ``--debug`` (anywhere before a ``--``), and whether it was there or
-    ``HANDGRAD_DEBUG`` is set."""
-    end = argv.index("--") if "--" in argv else len(argv)
-    kept = [a for a in argv[:end] if a != "--debug"] + argv[end:]
-    env = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "no", "false")
-    return kept, env or len(kept) != len(argv)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (0 success, 1 failure, 2 bad input, 130
-    interrupted). Every error is one line on stderr; ``--debug`` (or ``HANDGRAD_DEBUG=1``)
-    adds the traceback."""
-    argv, debug = _debug_flag(list(sys.argv[1:] if argv is None else argv))
-    try:
-        parser = build_parser(argv)  # imports the command's module (and torch): inside
-        args = parser.parse_args(argv)
+    interrupted). Every error is one line on stderr (``handgrad.cli.edge``); ``--debug`` (or
+    ``HANDGRAD_DEBUG=1``) adds the traceback."""
+    words, debug = edge.debug_flag(list(sys.argv[1:] if argv is None else argv))
+
+    def command() -> int:
+        parser = build_parser(words)  # imports the command's module (and torch): guarded
+        args = parser.parse_args(words)
         if getattr(args, "func", None) is None:
             parser.print_help()
             return 2
         code: int = args.func(args)
         return code
-    except UsageError as exc:
-        print(f"{exc}; see '{exc.prog} --help'", file=sys.stderr)
-        return 2
-    except (HandgradError, ValueError, TypeError, OSError) as exc:
-        _traceback(debug)
-        print(f"handgrad: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        _traceback(debug)
-        print("handgrad: interrupted", file=sys.stderr)
-        return 130
-    except (MemoryError, RuntimeError) as exc:
-        _traceback(debug)
-        if isinstance(exc, MemoryError) or "alloc" in str(exc).lower():
-            print(
-                f"handgrad: error: out of memory ({_first_line(exc)}); use a smaller model, "
-                "batch or input",
-                file=sys.stderr,
-            )
-            return 2
-        return _internal(exc, debug)
-    except Exception as exc:
-        _traceback(debug)
-        return _internal(exc, debug)
 
-
-def _traceback(debug: bool) -> None:
-    if debug:
-        traceback.print_exc()
-
-
-def _internal(exc: BaseException, debug: bool) -> int:
-    how = "" if debug else f"; rerun with --debug (or {DEBUG_ENV}=1) to see the traceback"
-    print(
-        f"handgrad: internal error, a bug in handgrad (please report it): {_first_line(exc)}" + how,
-        file=sys.stderr,
-    )
-    return 1
+    return edge.guarded(command, debug)
 
 
 def _sigterm(signum: int, frame: object) -> None:
