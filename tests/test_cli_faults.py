@@ -231,6 +231,21 @@ def test_evaluate_refuses_weights_that_do_not_fit(
     assert "int32" in _bad(["evaluate", str(run)], capsys)
 
 
+def test_a_run_held_by_another_writer_is_left_alone(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from handgrad.train.lock import RunLock
+
+    run = _copy(finished, tmp_path)
+    rec.temp_name(run / rec.CHECKPOINT).write_bytes(b"another writer's temporary")
+    with RunLock(run):  # another writer (the lock is per open file, so this process counts)
+        before = files(run)
+        line = _bad(["train", "--resume", str(run), *QUIET], capsys)
+        assert "another handgrad process is writing to this run" in line
+        assert f"pid {os.getpid()}" in line
+        assert files(run) == before  # its temporary kept, metrics untouched
+
+
 def test_out_into_a_run_directory_is_refused(
     finished: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -358,6 +373,7 @@ def test_sigterm_checkpoints_and_two_writers_are_refused(tmp_path: Path) -> None
     assert f"pid {first.pid}" in line
     code, _, err = _finish(_handgrad("train", "--out", str(run), *FAST, *QUIET))
     assert code == 2 and "another handgrad process is writing to this run" in one_line(err)
+    assert not [p for p in run.iterdir() if p.is_dir()]  # no run made inside the run
     first.send_signal(signal.SIGTERM)
     code, stdout, err = _finish(first)
     assert code == 130, err

@@ -16,6 +16,10 @@ Limits (bytes unless said otherwise):
   format's own limit).
 - ``MAX_IMAGE_PIXELS`` = 50,000,000: an image for ``predict`` (width x height; a 48-megapixel
   phone photo passes, a 20000x20000 bomb does not).
+
+What a command line may ask for is limited too: ``max_threads()`` torch threads (4 per CPU, at
+most ``MAX_THREADS_CAP`` = 256), and no model, batch or input whose estimated bytes pass the
+memory available now (``check_memory``, the estimate and ``MemAvailable`` both in the message).
 """
 
 from __future__ import annotations
@@ -126,10 +130,14 @@ def max_threads() -> int:
 
 
 def check_threads(where: str, value: object) -> None:
-    """Refuse a thread count above :func:`max_threads` (one line naming the limit)."""
+    """Refuse a thread count above :func:`max_threads` (one line naming the limit).
+
+    Raises:
+        ValueError: as every other bad field of a config.
+    """
     limit = max_threads()
     if isinstance(value, int) and not isinstance(value, bool) and value > limit:
-        raise HandgradError(
+        raise ValueError(
             f"{where}: {value} threads is more than the limit of {limit} (4 per CPU of this "
             f"machine's {os.cpu_count() or 1}, at most {MAX_THREADS_CAP}); use --threads auto"
         )
