@@ -251,8 +251,11 @@ def _sorted_metadata(data: bytes) -> bytes:
     same state must write the same bytes. Same length (padded with spaces, which the format
     allows), so the tensors' offsets are unchanged."""
     size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
-    meta = header.get("__metadata__")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError:  # not safetensors' own output: written as it is
+        return data
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or len(meta) < 2:
         return data
     header["__metadata__"] = dict(sorted(meta.items()))
