@@ -173,7 +173,9 @@ def test_bad_usage_exits_2_with_one_line(capsys, layer_file, argv, message) -> N
     assert code == 2
     assert out == ""
     assert message in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # --module says first that it runs the file (in a child process), then the one error line.
+    lines = [line for line in err.strip().splitlines() if "runs its top-level code" not in line]
+    assert len(lines) == 1 and "Traceback" not in err
 
 
 def test_a_file_that_cannot_be_imported_exits_2(capsys, tmp_path: Path) -> None:

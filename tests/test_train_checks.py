@@ -258,7 +258,8 @@ def test_edited_act_is_caught_for_evaluate(finished: Path, tmp_path: Path) -> No
     with pytest.raises(HandgradError) as info:
         run_model_check(run, config)
     assert str(info.value) == (
-        f"{run / rec.CONFIG}: does not describe the run that wrote {run / rec.CHECKPOINT} "
+        # model.safetensors carries the fingerprint too now (the loop writes it), checked first
+        f"{run / rec.CONFIG}: does not describe the run that wrote {run / rec.MODEL} "
         "(the config was edited after the run, e.g. its act or model)"
     )
     # With the fingerprint in the model file too (as the loop should write it), the model

@@ -118,7 +118,7 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(
         (["--optimizer", "adam", "--momentum", "0.9"], "unknown option 'momentum'"),
         (["--recipe", "ninja-gd", "--config", "x.json"], "not allowed with argument"),
         (["--resume", "no-such-run"], "no-such-run: no such run directory"),
-        (["--config", "missing.json"], "missing.json: cannot read config"),
+        (["--config", "missing.json"], "missing.json: no such file"),
         (["--full", "--preset", "mnist"], "full: only the fleuret preset has a subset"),
     ],
 )

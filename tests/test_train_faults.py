@@ -5,7 +5,8 @@ with no temporary left behind.
 A driver process imports handgrad once, trains the reference run itself, then forks one child
 per attempt (so no attempt pays for the imports again) and kills it after a random delay. The
 resume goes through what ``--resume`` is to do: the run lock, ``prepare_resume`` (check, then
-remove stale temporaries and trim the metrics), then ``train(..., resume=True)``.
+remove stale temporaries and trim the metrics), then ``train(..., resume=True)``: it is
+``handgrad train --resume RUN`` itself, called in-process (``handgrad.cli.main.main``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 DRIVER = r"""
-import json, os, random, shutil, signal, sys, time
+import contextlib, io, json, os, random, shutil, signal, sys, time
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from handgrad.train.steps import build_plan
 from handgrad.train.config import TrainConfig
 from handgrad.train.lock import RunLock
 from handgrad.train.loop import train
-from handgrad.train.resume import prepare_resume
+from handgrad.cli.main import main
 
 root = Path(sys.argv[1])
 seeds = int(sys.argv[2])
@@ -44,18 +45,17 @@ plan = build_plan(config, data.n_train)
 
 
 def run_to_end(run):
-    # What handgrad train [--resume] does, in one process: lock, check and tidy, train.
-    with RunLock(run) as lock:
-        if (run / rec.CHECKPOINT).exists():
-            with torch.random.fork_rng(devices=[]):
-                expected = build_model(config, seed=False).state_dict()
-            prepare_resume(lock, fingerprint=config.fingerprint(), plan=plan,
-                           expected_model=expected)
-            return train(config, run_dir=run, resume=True, data=data, handle_interrupt=False)
+    # A run with a checkpoint is resumed through the real command line, in-process:
+    # handgrad train --resume RUN (the lock, prepare_resume, the session, the loop).
+    if (run / rec.CHECKPOINT).exists():
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            code = main(["train", "--resume", str(run), "--quiet", "--no-plots"])
+        return "completed" if code == 0 else f"exit {code}"
+    with RunLock(run):
         for f in run.iterdir():  # killed before its first checkpoint: start again
             if f.name != ".handgrad.lock":
                 f.unlink()
-        return train(config, run_dir=run, data=data, handle_interrupt=False)
+        return train(config, run_dir=run, data=data, handle_interrupt=False).status
 
 
 def figures(run):
@@ -68,7 +68,7 @@ run_to_end(warmup)
 reference = root / "reference"
 reference.mkdir()
 started = time.perf_counter()
-assert run_to_end(reference).status == "completed"
+assert run_to_end(reference) == "completed"
 duration = time.perf_counter() - started
 want, _ = rec.read_safetensors(reference / rec.MODEL, "model")
 
@@ -93,7 +93,7 @@ for seed in range(seeds):
     if pid == 0:
         code = 1
         try:
-            code = 0 if run_to_end(run).status == "completed" else 2
+            code = 0 if run_to_end(run) == "completed" else 2
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

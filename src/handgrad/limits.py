@@ -16,6 +16,10 @@ Limits (bytes unless said otherwise):
   format's own limit).
 - ``MAX_IMAGE_PIXELS`` = 50,000,000: an image for ``predict`` (width x height; a 48-megapixel
   phone photo passes, a 20000x20000 bomb does not).
+
+What a command line may ask for is limited too: ``max_threads()`` torch threads (4 per CPU, at
+most ``MAX_THREADS_CAP`` = 256), and no model, batch or input whose estimated bytes pass the
+memory available now (``check_memory``, the estimate and ``MemAvailable`` both in the message).
 """
 
 from __future__ import annotations
@@ -112,3 +116,70 @@ def read_config_text(path: str | os.PathLike[str], what: str = "a config") -> st
         raise HandgradError(
             f"{path}: not UTF-8 text (byte {exc.start}); expected a JSON config"
         ) from None
+
+
+# -- what a command line may make handgrad allocate ------------------------------------------
+
+MAX_THREADS_CAP = 256
+
+
+def max_threads() -> int:
+    """The most torch threads a run may ask for: 4 x this machine's CPUs, at most 256 (torch
+    crashes on absurd counts such as 100000)."""
+    return min(MAX_THREADS_CAP, 4 * (os.cpu_count() or 1))
+
+
+def check_threads(where: str, value: object) -> None:
+    """Refuse a thread count above :func:`max_threads` (one line naming the limit).
+
+    Raises:
+        ValueError: as every other bad field of a config.
+    """
+    limit = max_threads()
+    if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+        raise ValueError(
+            f"{where}: {value} threads is more than the limit of {limit} (4 per CPU of this "
+            f"machine's {os.cpu_count() or 1}, at most {MAX_THREADS_CAP}); use --threads auto"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can take now (``MemAvailable`` on Linux), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def describe_size(n: int) -> str:
+    """``n`` bytes rounded for a person: ``'3.7 GB'``."""
+    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_memory(what: str, needed: int, hint: str) -> None:
+    """Refuse, before allocating, what needs more than the memory available now.
+
+    Args:
+        what: the input that asks for it (``"--model 784-100000000-10"``).
+        needed: the estimated bytes.
+        hint: what to do instead (``"use a smaller model"``).
+
+    Raises:
+        HandgradError: one line with both figures.
+    """
+    available = available_memory()
+    if available is not None and needed > available:
+        raise HandgradError(
+            f"{what}: needs about {describe_size(needed)} of memory, more than the "
+            f"{describe_size(available)} available; {hint}"
+        )

@@ -21,7 +21,7 @@ import torch
 from handgrad import nn
 from handgrad.check import gradcheck
 from handgrad.check.gradcheck import REFERENCES
-from handgrad.cli import check_function
+from handgrad.cli import check_function, check_guard
 from handgrad.errors import HandgradError
 from handgrad.nn.mlp import ACTIVATIONS, NORMS
 
@@ -162,10 +162,16 @@ def run(args: argparse.Namespace) -> int:
     """Build what to check, check it, print the report; 0 if every gradient is right, else 1."""
     if getattr(args, "function", None) is not None:
         return check_function.run(args)
-    if args.batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {args.batch}")
-    if args.fd_samples < 1:
-        raise ValueError(f"--fd-samples must be at least 1, got {args.fd_samples}")
+    check_guard.check_args(args)
+    if args.module is not None:
+        return check_guard.run_module_in_child(args)
+    report = make_report(args)
+    print(report.to_json() if args.json else report)
+    return 0 if report.ok else 1
+
+
+def make_report(args: argparse.Namespace) -> Any:
+    """The gradient report of ``--model`` or ``--module`` (in the process that calls it)."""
     dtype = DTYPES[args.dtype]
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(args.seed)
@@ -194,8 +200,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         except Exception as exc:  # the user's forward failed: one line, no traceback
             raise HandgradError(f"{args.module or args.model}: {_one_line(exc)}") from None
-    print(report.to_json() if args.json else report)
-    return 0 if report.ok else 1
+    return report
 
 
 def _one_line(exc: BaseException) -> str:
@@ -303,6 +308,7 @@ def _input_shape(text: str | None, module: nn.Module, spec: str) -> tuple[int, .
         ) from None
     if not shape or any(s <= 0 for s in shape):
         raise HandgradError(f"--input-shape: sizes must be positive, got {text!r}")
+    check_guard.check_input_memory(shape)
     return shape
 
 

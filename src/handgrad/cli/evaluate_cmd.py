@@ -9,7 +9,13 @@ import torch
 
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
-from handgrad.train.build import TrainData, build_loss, load_data, model_from_state
+from handgrad.train.build import (
+    TrainData,
+    build_loss,
+    check_run_weights,
+    load_data,
+    model_from_state,
+)
 from handgrad.train.config import TrainConfig
 from handgrad.train.metrics import (
     SplitMetrics,
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         config = config.replace(data_dir=args.data_dir)
     state, source = rec.load_model_state(run_dir)
+    check_run_weights(run_dir, config, state, source)  # the weights fit the config
     model = model_from_state(config, state)
     data = load_data(config)
     splits = {

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from handgrad.cli.parser import Parser, UsageError
-from handgrad.errors import HandgradError
+from handgrad.cli import edge
+from handgrad.cli.parser import Parser
 
 # Command name -> (module under handgrad.cli, one-line help), in the order --help lists them.
 COMMANDS = {
@@ -76,6 +77,11 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     from handgrad import __version__
 
     parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an error (also {edge.DEBUG_ENV}=1); anywhere on the line",
+    )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=Parser, action=_Commands
     )
@@ -89,30 +95,36 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (0 success, 1 failure, 2 bad input)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    try:
-        args = parser.parse_args(argv)
+    """Run the command line; return the exit code (0 success, 1 failure, 2 bad input, 130
+    interrupted). Every error is one line on stderr (``handgrad.cli.edge``); ``--debug`` (or
+    ``HANDGRAD_DEBUG=1``) adds the traceback."""
+    words, debug = edge.debug_flag(list(sys.argv[1:] if argv is None else argv))
+
+    def command() -> int:
+        parser = build_parser(words)  # imports the command's module (and torch): guarded
+        args = parser.parse_args(words)
         if getattr(args, "func", None) is None:
             parser.print_help()
             return 2
         code: int = args.func(args)
         return code
-    except UsageError as exc:
-        print(f"{exc}; see '{exc.prog} --help'", file=sys.stderr)
-        return 2
-    except (HandgradError, ValueError, TypeError, OSError) as exc:
-        print(f"handgrad: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("handgrad: interrupted", file=sys.stderr)
-        return 130
+
+    return edge.guarded(command, debug)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # until a run's loop turns it into a checkpoint and a clean stop
 
 
 def run() -> None:
-    """Console-script wrapper: exit with ``main``'s code."""
-    raise SystemExit(main())
+    """Console-script wrapper: exit with ``main``'s code (SIGTERM is handled as Ctrl-C)."""
+    try:
+        signal.signal(signal.SIGTERM, _sigterm)
+        code = main()
+    except KeyboardInterrupt:  # between main's own handlers
+        print("handgrad: interrupted", file=sys.stderr)
+        code = 130
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

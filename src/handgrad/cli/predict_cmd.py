@@ -12,7 +12,7 @@ from torch import Tensor
 from handgrad.data.images import read_digit_image
 from handgrad.errors import HandgradError
 from handgrad.train import records as rec
-from handgrad.train.build import load_data, model_from_state, pixels_to_input
+from handgrad.train.build import check_run_weights, load_data, model_from_state, pixels_to_input
 from handgrad.train.config import TrainConfig
 from handgrad.train.metrics import predicted_classes, probabilities
 
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig.load(run_dir / rec.CONFIG).validate()
     if args.data_dir is not None:
         config = config.replace(data_dir=args.data_dir)
-    state, _ = rec.load_model_state(run_dir)
+    state, source = rec.load_model_state(run_dir)
+    check_run_weights(run_dir, config, state, source)  # the weights fit the config
     model = model_from_state(config, state).eval()
     if rows is not None:  # the user's own table (handgrad.cli.predict_table)
         from handgrad.cli.predict_table import predict_rows

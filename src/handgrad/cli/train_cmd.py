@@ -94,10 +94,9 @@ TABLE_VALID = 0.2  # handgrad train --data-file: the default validation fraction
 
 
 def run(args: argparse.Namespace) -> int:
-    from handgrad.cli import train_output as out
     from handgrad.train import session as ses
 
-    if args.resume:
+    if args.resume is not None:  # --resume "" is refused by find_run, never a fresh run
         changes = options.resume_conflicts(args) + (["--engine"] if "engine" in vars(args) else [])
         session = ses.resume_session(
             args.resume, out=args.out, data_dir=getattr(args, "data_dir", None), changes=changes
@@ -113,6 +112,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"threads: auto chose {session.config.threads} (recorded in config.json)")
     log_format = recipe.log_format if recipe else DEFAULT_LOG
     timing = bool(recipe and recipe.timing and session.resume_dir is None)
+    with session:  # holds each run's lock until its plots are written
+        return _run_engines(args, session, recipe, log_format, timing)
+
+
+def _run_engines(
+    args: argparse.Namespace, session: Any, recipe: Recipe | None, log_format: str, timing: bool
+) -> int:
+    from handgrad.cli import train_output as out
+    from handgrad.train import session as ses
+
     measured: dict[str, tuple[list[dict[str, Any]], dict[str, float]]] = {}
     results = []
     for engine in session.engines:
@@ -135,10 +144,11 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(ses.EXIT_INTERRUPTED) from None
         finally:
             reporter.close()
+        plot_line = None if args.no_plots else out.plots(result)  # written before "completed"
         out.print_message(result)
         print(out.summary(result))
-        if not args.no_plots:
-            out.plots(result)
+        if plot_line:
+            print(plot_line)
         extra = ses.closing_timings(result) if timing else {}
         if extra:
             print(out.timing_line(len(result.data.x_train), extra))

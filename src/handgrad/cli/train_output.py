@@ -104,14 +104,15 @@ def print_message(result: RunResult) -> None:
         print(f"  {result.message}")
 
 
-def plots(result: RunResult) -> None:
-    """Write the run's PNG plots (not for a diverged run) and name them."""
+def plots(result: RunResult) -> str | None:
+    """Write the run's PNG plots (not for a diverged run); the line naming them, to print
+    after the summary (a plot that cannot be written fails before "completed" is printed)."""
     if result.run_dir is None or result.status == "diverged":
-        return
+        return None
     from handgrad.train.plots import write_plots
 
     paths = write_plots(result.run_dir, result.records, result.model, result.data)
-    print("  plots: " + ", ".join(p.name for p in paths))
+    return "  plots: " + ", ".join(p.name for p in paths)
 
 
 def timing_line(n: int, extra: dict[str, float]) -> str:

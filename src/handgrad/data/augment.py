@@ -76,6 +76,13 @@ class Augment:
                 raise ValueError(f"Augment {f.name}: expected a finite number >= 0, got {value}")
         if self.p > 1:
             raise ValueError(f"Augment p: expected a probability in [0, 1], got {self.p}")
+        if self.shift > self.side / 2:  # further moves the digit out of the image
+            raise ValueError(
+                f"Augment shift: expected 0 to {self.side / 2:g} pixels (half the "
+                f"{self.side}-pixel image), got {self.shift:g}"
+            )
+        if self.rotate > 180:
+            raise ValueError(f"Augment rotate: expected 0 to 180 degrees, got {self.rotate:g}")
         if self.scale >= 1:
             raise ValueError(f"Augment scale: expected < 1 (factor in (0, 2)), got {self.scale}")
         if self.elastic_alpha > 0 and self.elastic_sigma <= 0:

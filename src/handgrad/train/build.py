@@ -21,6 +21,7 @@ points (``train``, ``compare``, ``handgrad train``) call ``check_config`` once.
 from __future__ import annotations
 
 import inspect
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from torch import Tensor
 from handgrad import nn
 from handgrad.data import Batches, load_preset, split_validation
 from handgrad.data.presets import N_CLASSES, N_FEATURES, one_hot
+from handgrad.errors import HandgradError
+from handgrad.limits import check_memory
 from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
 from handgrad.train import tabular
 from handgrad.train.config import TrainConfig
@@ -91,7 +94,9 @@ def check_config(config: TrainConfig) -> None:
         ValueError: one line naming the mismatch.
     """
     config.validate()
+    check_device(config.device)
     widths = _widths(config)
+    check_run_memory(config, widths)
     kind = resolve_targets(config)
     out = widths[-1]
     if tabular.is_table(config):
@@ -368,6 +373,18 @@ def build_schedule(config: TrainConfig, n_train: int, total_steps: int) -> Sched
         opts["total_steps"] = total_steps
     if "n_samples" in params and "n_samples" not in opts:
         opts["n_samples"] = n_train
+    required = [
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and name not in opts
+    ]
+    if required:
+        raise HandgradError(
+            f"--schedule {config.schedule}: needs the option {required[0]}; give it with "
+            f"--schedule-option {required[0]}=VALUE"
+        )
     if config.lr_per_sample:
         for key in ("lr", "max_lr", "min_lr"):
             if key in opts:
@@ -434,3 +451,75 @@ def preflight(config: TrainConfig, data: TrainData) -> Plan:
     build_schedule(config, data.n_train, plan.total_steps)
     build_transform(config)
     return plan
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine cannot train on (before anything is written).
+
+    Raises:
+        HandgradError: an unknown name, ``meta`` (tensors without data), or a CUDA/MPS device
+            this machine does not have.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise HandgradError(
+            f"--device {device}: not a torch device; use cpu (or cuda, cuda:1, mps)"
+        ) from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise HandgradError(
+                f"--device {device}: this machine (or this torch build) has no CUDA device; "
+                "use --device cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise HandgradError(
+                f"--device {device}: there are only {count} CUDA devices (cuda:0 to "
+                f"cuda:{count - 1})"
+            )
+        return
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise HandgradError(f"--device {device}: MPS is not available here; use --device cpu")
+        return
+    why = " (tensors without data: nothing can be trained)" if dev.type == "meta" else ""
+    raise HandgradError(f"--device {device}: cannot train on {dev.type}{why}; use --device cpu")
+
+
+def mlp_memory(widths: list[int], batch: int, itemsize: int, copies: int = 5) -> int:
+    """Bytes an MLP of ``widths`` needs, estimated from above: its parameters ``copies`` times
+    (weights, gradients, a flat buffer, two optimizer moments) and the activations of one batch
+    four times (outputs, pre-activations, gradients, a spare)."""
+    params = sum(a * b + b for a, b in itertools.pairwise(widths))
+    return itemsize * (copies * params + 4 * batch * sum(widths))
+
+
+def check_run_memory(config: TrainConfig, widths: list[int]) -> None:
+    """Refuse a model or batch that cannot fit in memory, before anything is allocated."""
+    itemsize = 8 if config.dtype == "float64" else 4
+    batch = config.batch_size or 0  # a full batch is checked when the data is known
+    check_memory(
+        f"--model {config.model}" + (f" --batch-size {batch}" if config.batch_size else ""),
+        mlp_memory(widths, batch, itemsize),
+        "use a smaller model or batch",
+    )
+
+
+def check_run_weights(
+    run_dir: Path, config: TrainConfig, state: dict[str, Tensor], source: Path
+) -> None:
+    """Check the weights ``evaluate``/``predict`` loaded from a run against the model its
+    ``config.json`` builds (names, shapes, dtypes, all finite) and the config against the
+    fingerprint its checkpoint and model file carry (``train.checks.check_run_model``).
+
+    Raises:
+        HandgradError: naming the file and what does not fit.
+    """
+    from handgrad.train.checks import check_run_model
+
+    with torch.random.fork_rng(devices=[]):
+        expected = build_model(config, seed=False).state_dict()
+    check_run_model(run_dir, config.fingerprint(), state, source, expected)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handgrad.errors import HandgradError, did_you_mean
+from handgrad.limits import check_threads, read_config_text
 
 if TYPE_CHECKING:
     from handgrad.data.augment import Augment
@@ -384,10 +385,7 @@ class TrainConfig:
             ValueError: an unknown key or a wrong type.
         """
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise HandgradError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        text = read_config_text(path)  # at most 1 MiB: --config /dev/zero is refused at once
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -397,7 +395,10 @@ class TrainConfig:
         return cls.from_dict(data, where=str(path))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(self.to_json())
+        """Write the config as JSON, atomically (a failed write leaves the old file intact)."""
+        from handgrad.train.records import atomic_write
+
+        atomic_write(Path(path), self.to_json().encode())
 
     def fingerprint(self) -> str:
         """SHA-256 of the fields that change what the run computes (not its name or place)."""
@@ -453,6 +454,7 @@ class TrainConfig:
         _positive_int("patience", self.patience, none_ok=True)
         if self.threads != "auto":
             _positive_int("threads", self.threads, none_ok=True)
+            check_threads("threads", self.threads)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an int >= 0, got {self.seed!r}")
         for name in ("dropout", "input_dropout"):

@@ -175,7 +175,8 @@ class _Run:
         assert self.run_dir is not None
         restore(self.engine, self.state, ckpt, self.fingerprint, self.run_dir)
         self.records = rec.read_metrics(self.run_dir, upto=ckpt.step)
-        rec.rewrite_metrics(self.run_dir, self.records)  # drop records after the checkpoint
+        if len(rec.read_metrics(self.run_dir)) != len(self.records):  # prepare_resume trimmed
+            rec.rewrite_metrics(self.run_dir, self.records)  # drop records after the checkpoint
         self.last_checkpoint = ckpt.step
 
     def evaluate(self, *, test: bool) -> Record:
@@ -283,7 +284,9 @@ class _Run:
                     break
         if self.run_dir is not None and status != "diverged":
             rec.save_model(
-                self.run_dir / rec.MODEL, self.engine.model_state(), {"model": config.model}
+                self.run_dir / rec.MODEL,
+                self.engine.model_state(),
+                {"model": config.model, "config_sha256": self.fingerprint},
             )
         if status == "completed" and not message:
             message = f"finished {total} steps"

@@ -242,7 +242,27 @@ def _fsync_dir(directory: Path) -> None:
 def _save_tensors(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str]) -> None:
     # Copies: safetensors refuses views that share storage (a flattened model's parameters).
     owned = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
-    atomic_write(path, safetensors.torch.save(owned, metadata=metadata))
+    atomic_write(path, _sorted_metadata(safetensors.torch.save(owned, metadata=metadata)))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """``data`` with its header's metadata in sorted key order: safetensors writes it from a
+    hash map, in an order that changes from one write to the next, and two runs that end in the
+    same state must write the same bytes. Same length (padded with spaces, which the format
+    allows), so the tensors' offsets are unchanged."""
+    size = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError:  # not safetensors' own output: written as it is
+        return data
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or len(meta) < 2:
+        return data
+    header["__metadata__"] = dict(sorted(meta.items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if len(text) > size:
+        return data
+    return data[:8] + text + b" " * (size - len(text)) + data[8 + size :]
 
 
 def read_safetensors(path: Path, what: str) -> tuple[dict[str, Tensor], dict[str, str]]:

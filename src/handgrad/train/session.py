@@ -12,12 +12,14 @@ The command line only parses and prints; this module does the rest, once each:
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from handgrad.errors import HandgradError
@@ -25,6 +27,7 @@ from handgrad.train import records as rec
 from handgrad.train.build import (
     TrainData,
     build_loss,
+    build_model,
     build_optimizer,
     check_config,
     preflight,
@@ -32,7 +35,9 @@ from handgrad.train.build import (
 from handgrad.train.config import TrainConfig
 from handgrad.train.engines import ENGINES, Engine, build_engine, grad_mode
 from handgrad.train.evaluation import Record
+from handgrad.train.lock import LOCK_NAME, RunLock
 from handgrad.train.loop import RunResult, train
+from handgrad.train.resume import prepare_resume
 from handgrad.train.steps import Plan, build_plan
 from handgrad.train.tabular import resolve_table
 from handgrad.train.threads import load_with_threads, torch_threads
@@ -53,7 +58,9 @@ class Session:
         engines: the engines to run in turn (``["handgrad", "autograd"]`` for ``both``).
         out: where new run directories go.
         resume_dir: the run directory to continue, or None for a fresh run.
-        checkpoint: the resumed run's checkpoint, read once.
+        checkpoint: the resumed run's checkpoint, read once and checked against the run.
+        locks: the run locks this session holds (``RunLock``), released when it closes: a
+            session is a context manager, held for the run's whole lifetime.
     """
 
     config: TrainConfig
@@ -63,10 +70,30 @@ class Session:
     out: str
     resume_dir: Path | None = None
     checkpoint: rec.Checkpoint | None = None
+    locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def start_step(self) -> int:
         return self.checkpoint.step if self.checkpoint is not None else 0
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.locks.close()
+
+
+def check_out(out: str) -> None:
+    """Refuse ``--out`` naming a run directory (new runs go beside runs, never inside one)."""
+    path = Path(out).expanduser()
+    if (path / LOCK_NAME).exists():
+        with RunLock(path):  # RunLocked if a live process writes there
+            pass
+    if (path / rec.CONFIG).is_file() or (path / rec.CHECKPOINT).is_file():
+        raise HandgradError(
+            f"--out {out}: is a run directory; give the folder runs go in (e.g. --out "
+            f"{path.parent}), or continue that run with --resume {out}"
+        )
 
 
 def fresh_session(config: TrainConfig, *, engine: str, out: str) -> Session:
@@ -77,6 +104,7 @@ def fresh_session(config: TrainConfig, *, engine: str, out: str) -> Session:
         config = config.replace(engine=engine)
     config = resolve_table(config)  # a --data-file run: its task, SHA-256 and standardization
     check_config(config)
+    check_out(out)
     rec.check_writable(out)
     config, data = load_with_threads(config)
     plan = preflight(config, data)
@@ -104,20 +132,30 @@ def resume_session(
             f"new run with --config {run}/config.json {flag} ..."
         )
     run_dir = rec.find_run(run, out)
-    config = TrainConfig.load(run_dir / rec.CONFIG)
-    if data_dir is not None:
-        config = config.replace(data_dir=data_dir)
-    check_config(config)
-    checkpoint = rec.load_checkpoint(run_dir / rec.CHECKPOINT)  # a damaged one fails here
-    config, data = load_with_threads(config)
+    with contextlib.ExitStack() as failing:  # the lock is released if any check fails
+        lock = failing.enter_context(RunLock(run_dir))  # one writer: before anything is read
+        config = TrainConfig.load(run_dir / rec.CONFIG)
+        if data_dir is not None:
+            config = config.replace(data_dir=data_dir)
+        check_config(config)
+        config, data = load_with_threads(config)
+        plan = build_plan(config, data.n_train)
+        with torch.random.fork_rng(devices=[]):
+            expected = build_model(config, seed=False).state_dict()
+        # Everything is checked before anything changes; then stale temporaries go.
+        point = prepare_resume(
+            lock, fingerprint=config.fingerprint(), plan=plan, expected_model=expected
+        )
+        locks = failing.pop_all()  # all went well: the session holds the lock from here
     return Session(
         config=config,
         data=data,
-        plan=build_plan(config, data.n_train),
+        plan=plan,
         engines=[config.engine],
         out=out,
         resume_dir=run_dir,
-        checkpoint=checkpoint,
+        checkpoint=point.checkpoint,
+        locks=locks,
     )
 
 
@@ -127,7 +165,9 @@ def run_dir_for(session: Session, engine: str) -> Path:
     if session.resume_dir is not None:
         return session.resume_dir
     name = session.config.name
-    return rec.new_run_dir(session.out, name if len(session.engines) == 1 else f"{name}-{engine}")
+    path = rec.new_run_dir(session.out, name if len(session.engines) == 1 else f"{name}-{engine}")
+    session.locks.enter_context(RunLock(path))  # held until the session closes
+    return path
 
 
 def run_engine(

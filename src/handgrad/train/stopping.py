@@ -76,7 +76,8 @@ class Interrupt:
 
 @contextlib.contextmanager
 def sigint_flag(enabled: bool) -> Iterator[Interrupt]:
-    """Turn the first SIGINT into a flag (a second one raises KeyboardInterrupt at once)."""
+    """Turn the first SIGINT or SIGTERM into a flag (a second one raises KeyboardInterrupt at
+    once)."""
     flag = Interrupt()
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
@@ -88,7 +89,9 @@ def sigint_flag(enabled: bool) -> Iterator[Interrupt]:
         flag.requested = True
 
     previous = signal.signal(signal.SIGINT, handler)
+    previous_term = signal.signal(signal.SIGTERM, handler)  # SIGTERM stops as Ctrl-C does
     try:
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
