@@ -222,7 +222,7 @@ def test_evaluate_refuses_weights_that_do_not_fit(
     state, _ = rec.read_safetensors(run / rec.MODEL, "model")
     meta = {"model": "784-16-10", "config_sha256": ""}
     state = {k: v.clone() for k, v in state.items()}
-    next(iter(state.values()))[0, 0] = float("nan")
+    state["0.weight"][0, 0] = float("nan")
     rec.save_model(run / rec.MODEL, state, meta)
     for command in (["evaluate", str(run)], ["predict", str(run), "--index", "0"]):
         assert "not finite" in _bad(command, capsys)
