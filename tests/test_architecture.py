@@ -26,7 +26,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "optim": {"errors", "limits", "nn"},
     "reference": {"errors", "limits", "nn"},
     "check": {"errors", "limits", "nn", "optim", "reference", "data"},
-    "train": {"errors", "limits", "data", "nn", "optim", "reference"},
+    "distributed": {"errors", "limits", "nn", "optim"},
+    "train": {"errors", "limits", "data", "nn", "optim", "reference", "distributed"},
     "export": {"errors", "limits", "nn", "reference", "train"},
     "sklearn": {"errors", "limits", "data", "nn", "optim", "reference", "train", "export"},
     "cli": {
@@ -37,6 +38,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "optim",
         "reference",
         "check",
+        "distributed",
         "train",
         "export",
         "sklearn",
