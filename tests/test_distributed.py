@@ -155,3 +155,54 @@ def test_bad_loss_reduction_is_refused() -> None:
 
     with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
         DataParallel(model, opt, hnn.MSELoss(reduction="none"))
+
+
+def test_under_torchrun_two_ranks_equal_single_process(tmp_path: Path) -> None:
+    """The same worker launched by torchrun itself (its own agent sets the environment)."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        str(WORKER),
+        "bn_mean",
+        str(tmp_path),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HG_TEST_TIMEOUT="20")
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)  # torchrun and the ranks it started: one session
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, stderr[-2000:]
+    want_losses, want_state = worker.single_process("bn_mean")
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert got["losses"] == pytest.approx(want_losses, abs=1e-10, rel=1e-10)
+        for name, value in want_state.items():
+            assert (got["state"][name].double() - value.double()).abs().max() <= 1e-10, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_one_process_wrapper_on_cuda_equals_the_cpu_loop() -> None:
+    model, opt, loss_fn, batches = worker.build("bn_mean")
+    model.to(device="cuda")
+    loss_fn.to(device="cuda")
+    dp = DataParallel(model, opt, loss_fn, bucket_numel=7)
+    losses = [float(dp.step(x.cuda(), y.cuda())) for x, y in batches]
+    want_losses, want_state = worker.single_process("bn_mean")
+    assert losses == pytest.approx(want_losses, abs=1e-10)
+    for k, v in model.state_dict().items():
+        assert torch.allclose(v.cpu(), want_state[k], atol=1e-10, rtol=0), k

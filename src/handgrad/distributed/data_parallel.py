@@ -124,7 +124,9 @@ class DataParallel:
         self.params = list(model.parameters())
         if not self.params:
             raise ValueError("DataParallel: the model has no parameters")
-        if flat_view(self.params) is None:
+        if flat_view(self.params) is None or any(
+            getattr(p, GRAD_SLOT, None) is None for p in self.params
+        ):
             model.flatten_parameters()
             self.params = list(model.parameters())
         slots = [getattr(p, GRAD_SLOT, None) for p in self.params]
