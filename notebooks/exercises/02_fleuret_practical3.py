@@ -159,6 +159,7 @@ result
 # %%
 import json
 
+from handgrad import nn
 from handgrad.train import build
 from handgrad.train import doctor
 from handgrad.train import layer_stats as ls
@@ -177,13 +178,14 @@ measured = set(ls.stats_steps(PASSES, 1_000_000, first=10)) | set(range(0, PASSE
 metrics, layers = [], []
 with torch.no_grad():
     for step in range(PASSES + 1):
-        out, out_test = model(x), model(x_test)
-        value = float(crit(out, y))
+        with nn.no_saved_state():  # evaluation forwards: no backward follows them
+            out, out_test = model(x), model(x_test)
+            value, test_value = float(crit(out, y)), float(crit(out_test, data.y_test))
         metrics.append({
             "step": step, "epoch": float(step), "lr": opt.lr, "train_loss": value,
             "batch_loss": value if step else None,
             "train_error": error_rate(out, data.labels_train), "valid_loss": None,
-            "valid_error": None, "test_loss": float(crit(out_test, data.y_test)),
+            "valid_error": None, "test_loss": test_value,
             "test_error": error_rate(out_test, data.labels_test),
         })
         if step == PASSES:

@@ -92,6 +92,11 @@ def gradcheck(
     with torch.random.fork_rng(devices=[]), single_threaded():
         model = copy.deepcopy(model).to(dtype=dtype)
         loss = copy.deepcopy(loss) if loss is not None else None
+        # The copies' forwards are the check's own: any forward the caller left waiting for a
+        # backward (the loss just printed, say) is not carried into them.
+        nn.free_saved_state(model)
+        if loss is not None:
+            nn.free_saved_state(loss)
         x = x.detach().to(dtype).clone()
         if target is not None and target.is_floating_point():
             target = target.detach().to(dtype)
