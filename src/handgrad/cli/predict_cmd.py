@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs", metavar="DIR", help="where runs are (default ./runs)")
     p.add_argument("--data", dest="data_dir", metavar="DIR", help="folder with the MNIST files")
+    p.add_argument(
+        "--weights",
+        choices=("last", "best"),
+        default="last",
+        help="last: the final model (default); best: best.safetensors (--keep-best)",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig.load(run_dir / rec.CONFIG).validate()
     if args.data_dir is not None:
         config = config.replace(data_dir=args.data_dir)
-    state, _ = rec.load_model_state(run_dir)
+    load = rec.load_best_state if args.weights == "best" else rec.load_model_state
+    state, _ = load(run_dir)
     model = model_from_state(config, state).eval()
     items: list[tuple[str, Tensor, int | None]] = []
     if args.index:

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from handgrad.cli import options
+from handgrad.errors import HandgradError
 from handgrad.train.config import TrainConfig
 from handgrad.train.recipes import DEFAULT_LOG, RECIPES, Recipe, get_recipe
 
@@ -69,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar, no per-evaluation lines")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    g.add_argument("--no-report", action="store_true", help="skip report.html")
+    g.add_argument(
+        "--find-lr",
+        action="store_true",
+        help="only the LR range test: lr_finder.json/.png and a suggested --lr, then stop",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,7 +94,21 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Recipe | No
 def run(args: argparse.Namespace) -> int:
     from handgrad.cli import train_output as out
     from handgrad.train import session as ses
+    from handgrad.train.lr_finder import summary as lr_finder_summary
 
+    if args.find_lr:
+        if args.resume:
+            raise HandgradError(
+                "--find-lr: tests the learning rate of a new run; not with --resume"
+            )
+        config, _ = config_from_args(args)
+        run_dir, found = ses.find_lr_run(config, out=args.out)
+        print(lr_finder_summary(found))
+        print(
+            f"  wrote {run_dir}/lr_finder.json, lr_finder.png; "
+            f"train with --lr {found.suggestion:.3g} or --lr auto"
+        )
+        return 0
     if args.resume:
         changes = options.resume_conflicts(args) + (["--engine"] if "engine" in vars(args) else [])
         session = ses.resume_session(
@@ -100,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         session = ses.fresh_session(
             config, engine=getattr(args, "engine", config.engine), out=args.out
         )
+        if session.lr_finder is not None:
+            print(lr_finder_summary(session.lr_finder) + "; training with it")
         if config.threads == "auto":
             print(f"threads: auto chose {session.config.threads} (recorded in config.json)")
     log_format = recipe.log_format if recipe else DEFAULT_LOG
@@ -130,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
         print(out.summary(result))
         if not args.no_plots:
             out.plots(result)
+        out.doctor_findings(result)
+        if not args.no_report:
+            out.report(result)
         extra = ses.closing_timings(result) if timing else {}
         if extra:
             print(out.timing_line(len(result.data.x_train), extra))

@@ -108,3 +108,42 @@ def figures_table(
         row += " ".join(f"{figure_text(v, fig.fmt):>12s}" for v in values)
         lines.append(row + f"  {fig.source}")
     return "\n".join(lines)
+
+
+def doctor_findings(result: RunResult) -> bool:
+    """Print the doctor's findings on the run's records; True when none is a failure."""
+    from handgrad.train import doctor
+
+    if not result.records:
+        return True
+    diagnosis = doctor.diagnose_records(
+        result.config.to_dict(),
+        result.records,
+        result.extra.get("layers", []),
+        run=str(result.run_dir or ""),
+    )
+    print(diagnosis.text())
+    return diagnosis.ok
+
+
+def report(result: RunResult) -> None:
+    """Write the run's report.html; without plotly, one note line instead."""
+    if result.run_dir is None:
+        return
+    import torch
+
+    from handgrad.errors import HandgradError
+    from handgrad.train.report_page import write_report
+
+    data, model = result.data, result.model
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            outputs = model(data.x_test)  # (N, C)
+        model.train(was_training)
+        path = write_report(result.run_dir, test=(data.x_test, outputs, data.labels_test))
+    except HandgradError as exc:
+        print(f"  report: not written ({exc})")
+        return
+    print(f"  report: {path.name}")
