@@ -344,12 +344,17 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
+        fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
                 raise ValueError(f"{where}: unknown key {key!r}{did_you_mean(str(key), names)}")
             values[key] = _coerce(f"{where}: {key}", value, hints[key])
+            words = fields_by_name[key].metadata.get("words")
+            if words and isinstance(value, str) and value not in words.values():
+                # a number, or one of its words ("auto"); never another string
+                raise ValueError(f"{where}: {key}: expected a number, got {value!r}")
         return cls(**values)
 
     @classmethod

@@ -314,7 +314,7 @@ class _Run:
                     if self.last_checkpoint is not None
                     else "no checkpoint was written"
                 )
-                return "diverged", f"stopped at step {step}: {blown.message}; {where}"
+                return "diverged", f"{blown.message}; training stopped; {where}"
         if not self.engine.weights_finite():
             return self.diverged(step, "the weights are not finite")
         if due_checkpoint or interrupted or early:
