@@ -164,5 +164,5 @@ def run(args: argparse.Namespace) -> int:
         if result.status == "interrupted":
             break
     if recipe is not None:
-        print(out.figures_table(recipe, measured))
+        print(out.figures_table(recipe, measured, session.config))
     return max(ses.exit_code(r) for r in results)

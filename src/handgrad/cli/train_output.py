@@ -93,9 +93,12 @@ def timing_line(n: int, extra: dict[str, float]) -> str:
 
 
 def figures_table(
-    recipe: Recipe, measured: dict[str, tuple[list[dict[str, Any]], dict[str, float]]]
+    recipe: Recipe,
+    measured: dict[str, tuple[list[dict[str, Any]], dict[str, float]]],
+    config: Any = None,
 ) -> str:
-    """Each of the recipe's figures: expected, then measured by each engine."""
+    """Each of the recipe's figures (those for ``config``'s run, when given): expected, then
+    measured by each engine."""
     engines = list(measured)
     lines = [f"{recipe.name}: expected vs measured"]
     header = (
@@ -103,6 +106,8 @@ def figures_table(
     )
     lines.append(header)
     for fig in recipe.figures:
+        if config is not None and not fig.applies(config):
+            continue
         values = [measure(fig.key, records, extra) for records, extra in measured.values()]
         row = f"  {fig.label:34s} {figure_text(fig.expected, fig.fmt):>12s} "
         row += " ".join(f"{figure_text(v, fig.fmt):>12s}" for v in values)
