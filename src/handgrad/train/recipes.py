@@ -146,7 +146,10 @@ _add(
 )
 
 # Seed 003 as its notebook was written (--target-scale 1 --input-scale 0.9): its printed log,
-# and past where it stops, measured with that command (per-sample passes, float32, seed 0).
+# and past where it stops, measured with that command (per-sample passes, float32, seed 0;
+# through pass 92 here; the full-batch step, --batch-size full --accumulate 1, gives the same
+# figures to the printed digit through pass 80, then float32 rounding parts them by ~1%:
+# passes 100 and 199 are the full-batch run's).
 _AS_WRITTEN = (("target_scale", 1.0), ("input_scale", 0.9))
 _SEED_LOG = "seed 003's printed log"
 _MEASURED = "measured: the plateau lifts (issue 17)"
@@ -164,7 +167,7 @@ AS_WRITTEN_FIGURES = (
     ),
     Figure("train_error@27", "pass 27 train error", 0.820, _MEASURED, ".2%", _AS_WRITTEN),
     Figure("train_error@50", "pass 50 train error", 0.468, _MEASURED, ".2%", _AS_WRITTEN),
-    Figure("train_error@100", "pass 100 train error", 0.211, _MEASURED, ".2%", _AS_WRITTEN),
+    Figure("train_error@100", "pass 100 train error", 0.213, _MEASURED, ".2%", _AS_WRITTEN),
     Figure("train_error@199", "pass 199 train error", 0.088, _MEASURED, ".2%", _AS_WRITTEN),
 )
 
