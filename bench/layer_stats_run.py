@@ -38,9 +38,8 @@ def main() -> None:
                 times[on].append(time.perf_counter() - t)
     for on in (True, False):
         runs = ", ".join(f"{x:.2f}" for x in times[on])
-        print(
-            f"statistics {'on ' if on else 'off'}: {runs} s; median {statistics.median(times[on]):.2f} s"
-        )
+        median = statistics.median(times[on])
+        print(f"statistics {'on ' if on else 'off'}: {runs} s; median {median:.2f} s")
     ratio = statistics.median(times[True]) / statistics.median(times[False])
     print(f"on / off (medians): {ratio:.3f}")
 
