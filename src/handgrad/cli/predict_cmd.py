@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs", metavar="DIR", help="where runs are (default ./runs)")
     p.add_argument("--data", dest="data_dir", metavar="DIR", help="folder with the MNIST files")
+    p.add_argument(
+        "--weights",
+        choices=("last", "best"),
+        default="last",
+        help="last: the final model (default); best: best.safetensors (--keep-best)",
+    )
     p.set_defaults(func=run)
 
 
@@ -76,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig.load(run_dir / rec.CONFIG).validate()
     if args.data_dir is not None:
         config = config.replace(data_dir=args.data_dir)
-    state, source = rec.load_model_state(run_dir)
+    load = rec.load_best_state if args.weights == "best" else rec.load_model_state
+    state, source = load(run_dir)
     check_run_weights(run_dir, config, state, source)  # the weights fit the config
     model = model_from_state(config, state).eval()
     if rows is not None:  # the user's own table (handgrad.cli.predict_table)

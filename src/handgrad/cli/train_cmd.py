@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from handgrad.cli import options
+from handgrad.errors import HandgradError
 from handgrad.train.config import TrainConfig
 from handgrad.train.recipes import DEFAULT_LOG, RECIPES, Recipe, get_recipe
 
@@ -69,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar, no per-evaluation lines")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    g.add_argument("--no-report", action="store_true", help="skip report.html")
+    g.add_argument(
+        "--find-lr",
+        action="store_true",
+        help="only the LR range test: lr_finder.json/.png and a suggested --lr, then stop",
+    )
     p.set_defaults(func=run)
 
 
@@ -95,7 +102,21 @@ TABLE_VALID = 0.2  # handgrad train --data-file: the default validation fraction
 
 def run(args: argparse.Namespace) -> int:
     from handgrad.train import session as ses
+    from handgrad.train.lr_finder import summary as lr_finder_summary
 
+    if args.find_lr:
+        if args.resume is not None:  # --resume "" is refused by find_run, never a fresh run
+            raise HandgradError(
+                "--find-lr: tests the learning rate of a new run; not with --resume"
+            )
+        config, _ = config_from_args(args)
+        run_dir, found = ses.find_lr_run(config, out=args.out)
+        print(lr_finder_summary(found))
+        print(
+            f"  wrote {run_dir}/lr_finder.json, lr_finder.png; "
+            f"train with --lr {found.suggestion:.3g} or --lr auto"
+        )
+        return 0
     if args.resume is not None:  # --resume "" is refused by find_run, never a fresh run
         changes = options.resume_conflicts(args) + (["--engine"] if "engine" in vars(args) else [])
         session = ses.resume_session(
@@ -108,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         session = ses.fresh_session(
             config, engine=getattr(args, "engine", config.engine), out=args.out
         )
+        if session.lr_finder is not None:
+            print(lr_finder_summary(session.lr_finder) + "; training with it")
         if config.threads == "auto":
             print(f"threads: auto chose {session.config.threads} (recorded in config.json)")
     log_format = recipe.log_format if recipe else DEFAULT_LOG
@@ -149,6 +172,9 @@ def _run_engines(
         print(out.summary(result))
         if plot_line:
             print(plot_line)
+        out.doctor_findings(result)
+        if not args.no_report:
+            out.report(result)
         extra = ses.closing_timings(result) if timing else {}
         if extra:
             print(out.timing_line(len(result.data.x_train), extra))
@@ -157,5 +183,5 @@ def _run_engines(
         if result.status == "interrupted":
             break
     if recipe is not None:
-        print(out.figures_table(recipe, measured))
+        print(out.figures_table(recipe, measured, session.config))
     return max(ses.exit_code(r) for r in results)

@@ -124,9 +124,12 @@ def timing_line(n: int, extra: dict[str, float]) -> str:
 
 
 def figures_table(
-    recipe: Recipe, measured: dict[str, tuple[list[dict[str, Any]], dict[str, float]]]
+    recipe: Recipe,
+    measured: dict[str, tuple[list[dict[str, Any]], dict[str, float]]],
+    config: Any = None,
 ) -> str:
-    """Each of the recipe's figures: expected, then measured by each engine."""
+    """Each of the recipe's figures (those for ``config``'s run, when given): expected, then
+    measured by each engine."""
     engines = list(measured)
     lines = [f"{recipe.name}: expected vs measured"]
     header = (
@@ -134,8 +137,49 @@ def figures_table(
     )
     lines.append(header)
     for fig in recipe.figures:
+        if config is not None and not fig.applies(config):
+            continue
         values = [measure(fig.key, records, extra) for records, extra in measured.values()]
         row = f"  {fig.label:34s} {figure_text(fig.expected, fig.fmt):>12s} "
         row += " ".join(f"{figure_text(v, fig.fmt):>12s}" for v in values)
         lines.append(row + f"  {fig.source}")
     return "\n".join(lines)
+
+
+def doctor_findings(result: RunResult) -> bool:
+    """Print the doctor's findings on the run's records; True when none is a failure."""
+    from handgrad.train import doctor
+
+    if not result.records:
+        return True
+    diagnosis = doctor.diagnose_records(
+        result.config.to_dict(),
+        result.records,
+        result.extra.get("layers", []),
+        run=str(result.run_dir or ""),
+    )
+    print(diagnosis.text())
+    return diagnosis.ok
+
+
+def report(result: RunResult) -> None:
+    """Write the run's report.html; without plotly, one note line instead."""
+    if result.run_dir is None:
+        return
+    import torch
+
+    from handgrad.errors import HandgradError
+    from handgrad.train.report_page import write_report
+
+    data, model = result.data, result.model
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            outputs = model(data.x_test)  # (N, C)
+        model.train(was_training)
+        path = write_report(result.run_dir, test=(data.x_test, outputs, data.labels_test))
+    except HandgradError as exc:
+        print(f"  report: not written ({exc})")
+        return
+    print(f"  report: {path.name}")

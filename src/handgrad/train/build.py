@@ -237,7 +237,9 @@ def load_data(config: TrainConfig) -> TrainData:
 
     y_train = targets(ds.labels_train, ds.y_train)
     y_test = targets(ds.labels_test, ds.y_test)
-    x_train, labels_train = ds.x_train, ds.labels_train
+    x_train, labels_train, x_test = ds.x_train, ds.labels_train, ds.x_test
+    if config.input_scale != 1.0:  # seed 003 as written: train_input * zeta
+        x_train, x_test = x_train * config.input_scale, x_test * config.input_scale
     x_valid = y_valid = labels_valid = None
     if config.valid:
         split = split_validation(
@@ -258,7 +260,7 @@ def load_data(config: TrainConfig) -> TrainData:
         x_valid=x_valid,
         y_valid=y_valid,
         labels_valid=labels_valid,
-        x_test=ds.x_test,
+        x_test=x_test,
         y_test=y_test,
         labels_test=ds.labels_test,
         targets=kind,
@@ -308,7 +310,15 @@ def build_loss(config: TrainConfig) -> TrainLoss:
 
 def effective_lr(config: TrainConfig, n_train: int) -> float:
     """``lr``, or ``lr / N_train`` with ``lr_per_sample`` (the seeds' ``eta = 0.1 / N``)."""
-    return config.lr / n_train if config.lr_per_sample else config.lr
+    return _lr(config) / n_train if config.lr_per_sample else _lr(config)
+
+
+def _lr(config: TrainConfig) -> float:
+    if isinstance(config.lr, str):
+        raise ValueError(
+            f"lr {config.lr!r}: handgrad train --lr auto measures it first; give a number here"
+        )
+    return config.lr
 
 
 def optimizer_kwargs(config: TrainConfig, n_train: int) -> dict[str, object]:
@@ -368,7 +378,7 @@ def build_schedule(config: TrainConfig, n_train: int, total_steps: int) -> Sched
     opts = dict(config.schedule_options)
     for key in ("lr", "max_lr"):
         if key in params and key not in opts:
-            opts[key] = config.lr
+            opts[key] = _lr(config)
     if "total_steps" in params and "total_steps" not in opts:
         opts["total_steps"] = total_steps
     if "n_samples" in params and "n_samples" not in opts:

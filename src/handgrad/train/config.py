@@ -55,7 +55,14 @@ INITS = (
 COSMETIC_FIELDS = ("name", "recipe", "data_dir", "download")
 # Fields added after runs were already written: left out of the hash at their defaults, so the
 # checkpoints of those runs still resume.
-LATER_FIELDS: dict[str, Any] = {"augment_options": {}, "drop_last": False, "eval_test": "always"}
+LATER_FIELDS: dict[str, Any] = {
+    "augment_options": {},
+    "drop_last": False,
+    "eval_test": "always",
+    "input_scale": 1.0,
+    "layer_stats": True,
+    "keep_best": False,
+}
 # The user's own table (handgrad.train.tabular): left out of the hash when unused.
 TASKS = ("auto", "classification", "regression")
 LATER_FIELDS.update(
@@ -134,6 +141,10 @@ class TrainConfig:
     target_scale: float = option(
         1.0, group="data", metavar="S", help="value at the label of one-hot targets (0.9 for tanh)"
     )
+    # every split's inputs times S (seed 003 as written: train_input * zeta, zeta = 0.9)
+    input_scale: float = option(
+        1.0, group="data", metavar="S", help="multiply every input by S (seed 003: 0.9)"
+    )
 
     # -- model ---------------------------------------------------------------------------
     model: str = option(
@@ -182,10 +193,13 @@ class TrainConfig:
         choices=OPTIMIZERS,
         help="the optimizer (torch.optim's arguments)",
     )
-    lr: float = option(
+    # "auto": the LR finder's suggestion (handgrad.train.lr_finder), measured before the run
+    # and recorded as the number in config.json (with lr_finder.json beside it)
+    lr: float | str = option(
         1e-3,
         group="loss and optimizer",
-        help="learning rate (divided by N_train with --lr-per-sample)",
+        words={"auto": "auto"},
+        help="learning rate (divided by N_train with --lr-per-sample); auto: the LR finder's",
     )
     lr_per_sample: bool = option(
         False,
@@ -311,6 +325,16 @@ class TrainConfig:
         help="torch threads; 0: torch's default; auto: the fastest, measured on this run's step",
     )
     engine: str = "handgrad"  # handgrad (hand-written backward) | autograd (torch reference)
+    # per-layer statistics (layers.jsonl) at the first steps and at evaluations; they change
+    # nothing the run computes (handgrad.train.layer_stats)
+    layer_stats: bool = option(
+        True, group="run", help="record no per-layer statistics (layers.jsonl)"
+    )
+    keep_best: bool = option(
+        False,
+        group="run",
+        help="keep best.safetensors: the weights at the best --monitor figure",
+    )
 
     # -- the user's own table (handgrad.train.tabular; issue 19) -------------------------
     data_file: str | None = option(
@@ -368,12 +392,17 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
+        fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
                 raise ValueError(f"{where}: unknown key {key!r}{did_you_mean(str(key), names)}")
             values[key] = _coerce(f"{where}: {key}", value, hints[key])
+            words = fields_by_name[key].metadata.get("words")
+            if words and isinstance(value, str) and value not in words.values():
+                # a number, or one of its words ("auto"); never another string
+                raise ValueError(f"{where}: {key}: expected a number, got {value!r}")
         return cls(**values)
 
     @classmethod
@@ -442,7 +471,8 @@ class TrainConfig:
                 )
         if not self.name or any(c in self.name for c in "/\\\0") or self.name.startswith("."):
             raise ValueError(f"name: expected a plain file name, got {self.name!r}")
-        _positive("lr", self.lr)
+        if self.lr != "auto":
+            _positive("lr", self.lr)
         _positive_int("batch_size", self.batch_size, none_ok=True)
         _positive_int("accumulate", self.accumulate, none_ok=True)
         _positive_int("epochs", self.epochs, none_ok=True)
@@ -463,6 +493,12 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a probability in [0, 1), got {value}")
         if not 0.0 <= self.label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing: expected [0, 1], got {self.label_smoothing}")
+        if not math.isfinite(self.input_scale) or self.input_scale == 0:
+            raise ValueError(
+                f"input_scale: expected a finite non-zero number, got {self.input_scale}"
+            )
+        if self.keep_best and not self.valid:
+            raise ValueError("keep_best: the best weights need a validation split (valid > 0)")
         if not math.isfinite(self.target_scale) or self.target_scale == 0:
             raise ValueError(
                 f"target_scale: expected a finite non-zero number, got {self.target_scale}"

@@ -61,7 +61,7 @@ class Engine(Protocol):
     lr: float
 
     def forward_backward(self, xb: Tensor, yb: Tensor) -> Tensor: ...
-    def step(self) -> None: ...
+    def step(self, after_update: Callable[[], None] | None = None) -> None: ...
     def predict(self, x: Tensor) -> Tensor: ...
     def eval_loss(self, outputs: Tensor, y: Tensor) -> Tensor: ...
     def forward_loss(self, x: Tensor, y: Tensor) -> Tensor: ...
@@ -99,8 +99,12 @@ class HandgradEngine:
         self.model.backward(self.loss.backward())
         return value
 
-    def step(self) -> None:
+    def step(self, after_update: Callable[[], None] | None = None) -> None:
+        """``opt.step(); opt.zero_grad()``; ``after_update()`` runs between the two (the
+        layer statistics read the gradients and the update there)."""
         self.opt.step()
+        if after_update is not None:
+            after_update()
         self.opt.zero_grad()
 
     def predict(self, x: Tensor) -> Tensor:
@@ -221,8 +225,10 @@ class AutogradEngine:
             value.backward()
         return value.detach()
 
-    def step(self) -> None:
+    def step(self, after_update: Callable[[], None] | None = None) -> None:
         self.opt.step()
+        if after_update is not None:
+            after_update()
         self.opt.zero_grad()
         self._steps += 1
 

@@ -393,6 +393,63 @@ class TorchProbe:
         return out
 
 
+# -- a measured step of either engine -------------------------------------------------------
+class EngineMeter:
+    """Take a training step on an engine of ``handgrad.train.engines`` and measure it.
+
+    ``meter.step(batches, step)`` makes the calls the loop's plain step makes (each
+    micro-batch's forward and backward, then ``opt.step()`` and ``opt.zero_grad()``), so a run
+    measured at some steps is bit for bit the run measured at none. On the handgrad engine the
+    forward and backward go child by child through a :class:`SequentialProbe`; on the autograd
+    engine the torch twin's own step runs with the hooks of a :class:`TorchProbe`, registered
+    for that step only. The records are read between ``opt.step()`` and ``opt.zero_grad()``.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._probe: SequentialProbe | None = None
+        if engine.name == "handgrad":
+            self._probe = SequentialProbe(engine.model)
+
+    @staticmethod
+    def supports(engine: Any) -> bool:
+        """Whether the engine's model is a Sequential (what the probes walk)."""
+        if engine.name == "handgrad":
+            return isinstance(engine.model, nn.Sequential)
+        return isinstance(getattr(engine, "twin", None), torch.nn.Sequential)
+
+    def step(
+        self, batches: Iterable[tuple[Tensor, Tensor]], step: int
+    ) -> tuple[list[Tensor], list[Record]]:
+        """One optimizer step over its micro-batches: ``(each micro-batch's loss, records)``;
+        ``step`` is the number of steps done after it."""
+        records: list[Record] = []
+        engine = self.engine
+        if self._probe is not None:
+            probe, loss = self._probe, engine.loss
+            probe.clear()
+            values = []
+            for xb, yb in batches:
+                value = loss(probe.forward(xb), yb)  # 0-dim
+                probe.backward(loss.backward())
+                values.append(value)
+            before = probe.snapshot()
+            engine.step(after_update=lambda: records.extend(probe.records(step, before)))
+            probe.clear()
+            return values, records
+        import warnings
+
+        with warnings.catch_warnings():
+            # torch: the first layer's full backward hook fires with no input gradient (its
+            # input is data); the output gradient it is given is all the probe reads.
+            warnings.simplefilter("ignore", UserWarning)
+            with TorchProbe(engine.twin) as tprobe:
+                values = [engine.forward_backward(xb, yb) for xb, yb in batches]
+                before = tprobe.snapshot()
+                engine.step(after_update=lambda: records.extend(tprobe.records(step, before)))
+        return values, records
+
+
 # -- layers.jsonl ---------------------------------------------------------------------------
 def append_layers(run: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Append records to ``run/layers.jsonl``, one JSON object per line."""

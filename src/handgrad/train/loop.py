@@ -10,6 +10,14 @@ The pieces live beside it: the records in ``evaluation``, the state and checkpoi
 ``checkpoints``, divergence, early stopping and Ctrl-C in ``stopping``, the engines in
 ``engines``, the thread count in ``threads``.
 
+Per-layer statistics (``layer_stats``) are taken at the steps of ``layer_stats.stats_steps``
+(every step of the first ten, the powers of two, every evaluation) when ``config.layer_stats``
+is on: those steps run through ``layer_stats.EngineMeter``, which makes the same calls, so the
+weights are the same bit for bit; the records go to ``layers.jsonl``. After each evaluation
+``doctor.divergence`` stops a run whose loss blew up (10x its step-0 value, or not finite).
+With ``config.keep_best`` the weights at the best ``monitor`` figure are kept in
+``best.safetensors`` (and in each checkpoint, so a resumed run keeps the same ones).
+
 The loop never prints. It reports through ``on_step(steps_done)`` and ``on_eval(record)`` and
 returns a :class:`RunResult`. Ctrl-C (SIGINT) is turned into a flag checked after each step:
 the loop then writes a checkpoint at that step boundary and returns ``status="interrupted"``; a
@@ -28,6 +36,8 @@ from typing import Any
 import torch
 
 from handgrad import nn
+from handgrad.train import doctor
+from handgrad.train import layer_stats as ls
 from handgrad.train import records as rec
 from handgrad.train.build import (
     TrainData,
@@ -166,6 +176,13 @@ class _Run:
         self.test_at_end = config.eval_test == "end"
         self._started = time.perf_counter()
         self._elapsed_before = 0.0
+        self.meter: ls.EngineMeter | None = None
+        self.measure_at: set[int] = set()
+        if config.layer_stats and ls.EngineMeter.supports(self.engine):
+            self.meter = ls.EngineMeter(self.engine)
+            self.measure_at = set(ls.stats_steps(plan.total_steps, plan.eval_every))
+        self.layer_records: list[ls.Record] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
 
     # -- the pieces --------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -177,7 +194,13 @@ class _Run:
         self.records = rec.read_metrics(self.run_dir, upto=ckpt.step)
         if len(rec.read_metrics(self.run_dir)) != len(self.records):  # prepare_resume trimmed
             rec.rewrite_metrics(self.run_dir, self.records)  # drop records after the checkpoint
+        ls.truncate_layers(self.run_dir, ckpt.step)  # and the layer records after it
+        self.layer_records = ls.read_layers(self.run_dir)
         self.last_checkpoint = ckpt.step
+        best = {k[len("best.") :]: v for k, v in ckpt.loop.items() if k.startswith("best.")}
+        if self.config.keep_best and best:
+            self.best_state = best
+            self.write_best()  # a best.safetensors written after the checkpoint is undone
 
     def evaluate(self, *, test: bool) -> Record:
         """A record of the model now; the running losses start again from it."""
@@ -208,8 +231,33 @@ class _Run:
             return
         self.state.elapsed = self.elapsed()
         ckpt = checkpoint_of(self.engine, self.state, self.plan.steps_per_epoch, self.fingerprint)
+        if self.best_state is not None:
+            ckpt.loop.update({f"best.{k}": v for k, v in self.best_state.items()})
         rec.save_checkpoint(self.checkpoint_path, ckpt)
         self.last_checkpoint = self.state.step
+
+    def write_best(self) -> None:
+        """``best.safetensors``: the kept best weights, with the step and figure they had."""
+        if self.run_dir is None or self.best_state is None:
+            return
+        stopping = self.state.stopping
+        rec.save_model(
+            self.run_dir / rec.BEST,
+            self.best_state,
+            {
+                "model": self.config.model,
+                "step": str(stopping.best_step),
+                "monitor": self.config.monitor,
+                "value": repr(stopping.best),
+            },
+        )
+
+    def keep_best(self, record: Record) -> None:
+        """Keep the weights when ``record`` brought the best monitored figure so far."""
+        stopping = self.state.stopping
+        if stopping.best_step == record["step"] and record.get(stopping.monitor) is not None:
+            self.best_state = self.engine.model_state()
+            self.write_best()
 
     def diverged(self, step: int, what: str) -> tuple[str, str]:
         return "diverged", diverged_message(step, what, self.last_checkpoint, self.checkpoint_path)
@@ -221,9 +269,17 @@ class _Run:
         if self.schedule is not None:
             self.schedule.apply(self.engine, step)
         slot = state.losses[step - state.interval_start]
-        for xb, yb in self.steps.micro_batches(step):
-            slot.add_(self.engine.forward_backward(xb, yb))
-        self.engine.step()
+        if self.meter is not None and step + 1 in self.measure_at:
+            values, records = self.meter.step(self.steps.micro_batches(step), step + 1)
+            for value in values:
+                slot.add_(value)
+            self.layer_records.extend(records)
+            if self.run_dir is not None:
+                ls.append_layers(self.run_dir, records)
+        else:
+            for xb, yb in self.steps.micro_batches(step):
+                slot.add_(self.engine.forward_backward(xb, yb))
+            self.engine.step()
         state.step = step + 1
         if self.on_step is not None:
             self.on_step(state.step)
@@ -249,6 +305,17 @@ class _Run:
             if self.test_at_end and (step == total or early):
                 add_test_figures(self.engine, self.data, record)
             self.add_record(record)
+            if self.config.keep_best:
+                self.keep_best(record)
+            blown = doctor.divergence(self.records)
+            if blown is not None:
+                where = (
+                    f"the last good checkpoint is step {self.last_checkpoint} in "
+                    f"{self.checkpoint_path}"
+                    if self.last_checkpoint is not None
+                    else "no checkpoint was written"
+                )
+                return "diverged", f"{blown.message}; training stopped; {where}"
         if not self.engine.weights_finite():
             return self.diverged(step, "the weights are not finite")
         if due_checkpoint or interrupted or early:
@@ -306,4 +373,5 @@ class _Run:
             model=self.engine.final_model(),
             data=self.data,
             best=best,
+            extra={"layers": self.layer_records},
         )

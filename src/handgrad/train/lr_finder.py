@@ -210,3 +210,47 @@ def plot_lr_finder(result: LRFinderResult, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+# -- on a run's config (handgrad train --find-lr, --lr auto) ---------------------------------
+LR_FINDER_JSON = "lr_finder.json"
+LR_FINDER_PNG = "lr_finder.png"
+
+
+def find_lr_for(config: Any, data: Any, steps: int = 100) -> LRFinderResult:
+    """The range test on the model, loss, optimizer and first epoch's batches that ``config``
+    builds (its weights as the run's would start), one optimizer step per batch.
+
+    Args:
+        config: a ``TrainConfig`` (its ``lr`` may be ``"auto"``: the finder sets each step's).
+        data: its ``build.TrainData``.
+    """
+    from handgrad.train import build
+
+    parts_config = config.replace(lr=1e-3, lr_per_sample=False)
+    model, loss, opt = build.build_training_parts(parts_config, data.n_train)
+    batches = list(build.build_batches(parts_config, data).epoch(0))
+    return find_lr(model, loss, opt, batches, steps=steps)
+
+
+def write_lr_finder(run: Path, result: LRFinderResult, plot: bool = True) -> list[Path]:
+    """``lr_finder.json`` (the curve, the suggestion and its rule) and ``lr_finder.png``."""
+    import json
+
+    from handgrad.train.records import atomic_write
+
+    path = Path(run) / LR_FINDER_JSON
+    atomic_write(path, (json.dumps(result.to_json(), indent=2) + "\n").encode())
+    paths = [path]
+    if plot:
+        paths.append(plot_lr_finder(result, Path(run) / LR_FINDER_PNG))
+    return paths
+
+
+def summary(result: LRFinderResult) -> str:
+    """One line: the suggestion, its rule, and how the test ended."""
+    return (
+        f"lr finder: {len(result.lrs)} steps from {result.lrs[0]:.3g} to {result.lrs[-1]:.3g} "
+        f"({result.stopped}); suggested lr {result.suggestion:.3g} ({result.rule}; "
+        f"min/10 {result.min_over_10:.3g})"
+    )

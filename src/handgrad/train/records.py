@@ -42,6 +42,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
+BEST = "best.safetensors"  # --keep-best: the weights at the best validation figure
 FORMAT = "handgrad-checkpoint/1"
 
 
@@ -456,3 +457,18 @@ def load_model_state(run: Path) -> tuple[dict[str, Tensor], Path]:
     if ckpt_path.exists():
         return load_checkpoint(ckpt_path).model, ckpt_path
     raise HandgradError(f"{run}: no {MODEL} or {CHECKPOINT}; the run saved no model yet")
+
+
+def load_best_state(run: Path) -> tuple[dict[str, Tensor], Path]:
+    """The run's best weights (``best.safetensors``, kept by ``--keep-best``) and the file.
+
+    Raises:
+        HandgradError: the run kept no best weights, or the file is damaged.
+    """
+    path = run / BEST
+    if not path.exists():
+        raise HandgradError(
+            f"{run}: no {BEST}; the run did not keep its best weights (train with --keep-best)"
+        )
+    tensors, _ = read_safetensors(path, "model file")
+    return tensors, path

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from handgrad.errors import HandgradError
+from handgrad.train import lr_finder
 from handgrad.train import records as rec
 from handgrad.train.build import (
     TrainData,
@@ -71,6 +72,7 @@ class Session:
     resume_dir: Path | None = None
     checkpoint: rec.Checkpoint | None = None
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    lr_finder: lr_finder.LRFinderResult | None = None  # --lr auto: the finder that chose lr
 
     @property
     def start_step(self) -> int:
@@ -107,9 +109,28 @@ def fresh_session(config: TrainConfig, *, engine: str, out: str) -> Session:
     check_out(out)
     rec.check_writable(out)
     config, data = load_with_threads(config)
+    found = None
+    if config.lr == "auto":  # the LR finder first; the run records the lr it chose
+        with torch_threads(config.threads):
+            found = lr_finder.find_lr_for(config, data)
+        config = config.replace(lr=float(f"{found.suggestion:.3g}"), lr_per_sample=False)
     plan = preflight(config, data)
     engines = list(ENGINES) if engine == "both" else [config.engine]
-    return Session(config=config, data=data, plan=plan, engines=engines, out=out)
+    return Session(config=config, data=data, plan=plan, engines=engines, out=out, lr_finder=found)
+
+
+def find_lr_run(config: TrainConfig, *, out: str) -> tuple[Path, lr_finder.LRFinderResult]:
+    """``handgrad train --find-lr``: the range test alone, in a new run directory
+    (``config.json``, ``lr_finder.json``, ``lr_finder.png``); no training."""
+    check_config(config)
+    rec.check_writable(out)
+    config, data = load_with_threads(config)
+    with torch_threads(config.threads):
+        found = lr_finder.find_lr_for(config, data)
+    run_dir = rec.new_run_dir(out, f"{config.name}-lr-finder")
+    rec.atomic_write(run_dir / rec.CONFIG, config.to_json().encode())
+    lr_finder.write_lr_finder(run_dir, found)
+    return run_dir, found
 
 
 def resume_session(
@@ -180,6 +201,8 @@ def run_engine(
 ) -> RunResult:
     """Train the session's config on ``engine``, writing into ``run_dir``."""
     config = session.config.replace(engine=engine)
+    if session.lr_finder is not None:
+        lr_finder.write_lr_finder(run_dir, session.lr_finder)
     return train(
         config,
         run_dir=run_dir,
