@@ -101,8 +101,11 @@ def main() -> int:
             os.path.join(out, f"rank{rank}.pt"),
         )
     except DistributedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        # A process group whose peer is gone can abort in gloo's destructors at interpreter
+        # exit ("terminate called without an active exception"): leave without running them.
+        sys.stdout.flush()
+        os._exit(1)
     return 0
 
 
