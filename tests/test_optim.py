@@ -546,3 +546,66 @@ def test_compiled_loops_work_where_no_cache_folder_is_writable(
     param, grad = np.ones(5, np.float32), np.full(5, 2.0, np.float32)
     sgd(param, grad, np.float32(0.0), np.float32(-0.5), np.float32(1.0))
     assert (param == 0).all()
+
+
+def _mlp_run(moves: dict[int, str], steps: int = 6) -> list[Tensor]:
+    """Adam on a handgrad MLP for ``steps`` plain steps; ``moves[k]`` ("double", "flatten")
+    is applied to the model just before step ``k``, after the optimizer was built."""
+    from handgrad import nn
+
+    torch.manual_seed(3)
+    model = nn.mlp("6-5-3", "tanh").double()
+    opt = Adam(model.parameters(), lr=0.05)
+    loss = nn.MSELoss()
+    gen = torch.Generator().manual_seed(4)
+    for k in range(steps):
+        if moves.get(k) == "flatten":
+            model.flatten_parameters()
+        elif moves.get(k) == "float":
+            model.float()
+        dtype = next(model.parameters()).dtype
+        x = torch.randn(8, 6, generator=gen, dtype=torch.float64).to(dtype)
+        y = torch.randn(8, 3, generator=gen, dtype=torch.float64).to(dtype)
+        opt.zero_grad()
+        loss(model(x), y)
+        model.backward(loss.backward())
+        opt.step()
+    return [p.detach().clone().double() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("move", ["flatten", "float"])
+@pytest.mark.parametrize("when", [0, 3], ids=["before-any-step", "mid-run"])
+def test_a_model_moved_after_the_optimizer_was_built_keeps_training(move: str, when: int) -> None:
+    # Module.to() and flatten_parameters() put new tensors in the model; the optimizer follows
+    # them (state moved along) instead of stepping tensors the model no longer uses.
+    moved = _mlp_run({when: move})
+    still = _mlp_run({})
+    start = _mlp_run({}, steps=0)
+    assert max_diff(moved, start) > 1e-3  # it trained
+    if move == "flatten":
+        assert max_diff(moved, still) == 0.0  # the same arithmetic, flat or not
+    else:  # float32 from step `when`: close to the float64 run, not equal
+        assert 0.0 < max_diff(moved, still) < 1e-4
+
+
+def test_a_moved_parameter_s_state_follows_it() -> None:
+    from handgrad import nn
+
+    model = nn.mlp("4-3", "relu").double()
+    opt = Adam(model.parameters(), lr=0.1)
+    model(torch.randn(5, 4, dtype=torch.float64))
+    model.backward(torch.ones(5, 3, dtype=torch.float64))
+    opt.step()
+    old = opt.state[next(model.parameters())]["exp_avg"].clone()
+    model.float()
+    opt.zero_grad()  # on the live tensors: the float32 ones
+    live = list(model.parameters())
+    assert all(p.grad is None for p in live)
+    model(torch.randn(5, 4))
+    model.backward(torch.ones(5, 3))
+    opt.step()
+    state = opt.state[live[0]]
+    assert state["exp_avg"].dtype == torch.float32 and state["step"].item() == 2
+    assert torch.allclose(state["exp_avg"].double(), 0.9 * old + 0.1 * live[0].grad.double())
+    held = [p for g in opt.param_groups for p in g["params"]]
+    assert len(held) == len(live) and all(a is b for a, b in zip(held, live, strict=True))

@@ -47,6 +47,7 @@ import torch
 import torch.optim.optimizer as _torch_optimizer
 from torch import Tensor
 
+from handgrad.nn import flat
 from handgrad.optim import kernels
 from handgrad.optim.arena import SCALAR_STATE, Arena
 
@@ -107,6 +108,7 @@ class Optimizer(torch.optim.Optimizer):
         self._fused = self.has_fused_loop and fused is not False and kernels.available()
         self._fused_asked = fused is True
         self._arenas: list[Arena | None] = []
+        self._moves_seen = -1  # flat.move_count() when replaced parameters were last looked for
         self.steps_taken = 0  # calls of step(); each parameter's own count is state["step"]
         if isinstance(params, Tensor):
             raise TypeError(f"{where}: params should be an iterable of tensors, got a Tensor")
@@ -169,6 +171,8 @@ class Optimizer(torch.optim.Optimizer):
         loss = None
         if closure is not None:
             loss = closure()  # handgrad's backward needs no autograd, so none is switched on
+        if flat.move_count() != self._moves_seen:
+            self._follow_replaced()
         arenas = self._arenas
         for index, group in enumerate(self.param_groups):
             arena = arenas[index] if index < len(arenas) else None
@@ -211,6 +215,8 @@ class Optimizer(torch.optim.Optimizer):
         With the default, a handgrad ``backward`` gives each parameter its slot of the model's
         flat gradient buffer again, so the flat path keeps running.
         """
+        if flat.move_count() != self._moves_seen:
+            self._follow_replaced()
         if set_to_none:
             for group in self.param_groups:
                 for p in group["params"]:
@@ -397,6 +403,32 @@ class Optimizer(torch.optim.Optimizer):
         return f"{type(self).__name__}({'; '.join(groups)}; {engine})"
 
     # -- plumbing -------------------------------------------------------------------------
+    def _follow_replaced(self) -> None:
+        """Put the live tensor in place of every parameter that ``Module.to()`` or
+        ``flatten_parameters()`` replaced (``handgrad.nn.flat.replacement``), its state moved
+        along (cast to the new dtype and device), so that ``step()`` updates the model as it is
+        now, never the tensors it no longer uses."""
+        self._moves_seen = flat.move_count()
+        changed = False
+        for group in self.param_groups:
+            params = group["params"]
+            for i, p in enumerate(params):
+                new = flat.replacement(p)
+                if new is None:
+                    continue
+                params[i] = new
+                changed = True
+                state = self.state.pop(p, None)
+                if state:
+                    self.state[new] = {
+                        name: val.to(dtype=new.dtype, device=new.device)
+                        if isinstance(val, Tensor) and name not in SCALAR_STATE
+                        else val
+                        for name, val in state.items()
+                    }
+        if changed:
+            self._arenas = []
+
     def _arena(self, index: int, group: dict[str, Any]) -> Arena:
         while len(self._arenas) <= index:
             self._arenas.append(None)
