@@ -266,3 +266,60 @@ def test_the_checker_follows_the_new_options() -> None:
     report = gradcheck(images, nll, x, torch.tensor([0, 2, 3, 1, 0]))
     assert report.ok, str(report)
     assert report.row("0 (LayerNorm) input").verdict == "ok"
+
+
+def test_a_plain_model_writes_its_own_gradient_tensors_again() -> None:
+    model = _model()
+    x, y = _data()
+    expected = _torch_grads(model, x, y)
+    _step(model, x, y)
+    first = [p.grad for p in model.parameters()]
+    addresses = [g.data_ptr() for g in first]  # type: ignore[union-attr]
+    del first  # nothing but the parameters' own boxes holds the tensors now
+    for p in model.parameters():
+        p.grad = None
+    _step(model, x, y)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, expected[name], atol=1e-12), name  # type: ignore[arg-type]
+    assert [p.grad.data_ptr() for p in model.parameters()] == addresses  # type: ignore[union-attr]
+
+
+def test_a_gradient_kept_from_the_last_step_keeps_its_values() -> None:
+    # torch: zero_grad(set_to_none=True) then backward gives new tensors; a .grad the user kept
+    # (to log or compare) is not written into.
+    model = _model()
+    x, y = _data()
+    _step(model, x, y)
+    kept = [p.grad for p in model.parameters()]
+    copies = [g.clone() for g in kept]  # type: ignore[union-attr]
+    for p in model.parameters():
+        p.grad = None
+    _step(model, x * 3.0, y)
+    for p, old, copy in zip(model.parameters(), kept, copies, strict=True):
+        assert p.grad is not old and torch.equal(old, copy)  # type: ignore[arg-type]
+        assert not torch.equal(p.grad, copy)  # type: ignore[arg-type]
+
+
+def test_saved_and_copied_models_carry_no_gradient_memory() -> None:
+    import copy
+
+    model = nn.mlp("50-40-3", "relu").double()
+    x = torch.randn(4, 50, dtype=D)
+    size_before = _saved_size(model)
+    model(x)
+    model.backward(torch.ones(4, 3, dtype=D))
+    for p in model.parameters():
+        p.grad = None  # the parameters still hold their gradient tensors for the next backward
+    grad_bytes = 8 * sum(p.numel() for p in model.parameters())
+    assert _saved_size(model) - size_before < grad_bytes / 2  # (the saved inputs are small)
+    twin = copy.deepcopy(model)
+    twin(x)
+    twin.backward(torch.ones(4, 3, dtype=D))  # its own gradients, not the original's memory
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert p.grad is None and q.grad is not None
+
+
+def _saved_size(model: nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.tell()

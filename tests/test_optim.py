@@ -609,3 +609,45 @@ def test_a_moved_parameter_s_state_follows_it() -> None:
     assert torch.allclose(state["exp_avg"].double(), 0.9 * old + 0.1 * live[0].grad.double())
     held = [p for g in opt.param_groups for p in g["params"]]
     assert len(held) == len(live) and all(a is b for a, b in zip(held, live, strict=True))
+
+
+def _plain_and_flat_runs(steps: int, assign_at: int | None = None) -> tuple[Any, ...]:
+    """Adam over an unflattened and a flattened copy of one MLP, the plain step each time."""
+    from handgrad import nn
+
+    runs = []
+    for flatten in (False, True):
+        torch.manual_seed(5)
+        model = nn.mlp("6-5-3", "relu").double()
+        if flatten:
+            model.flatten_parameters()
+        opt = Adam(model.parameters(), lr=0.05)
+        calls: list[int] = []
+        real = opt._step_each
+        opt._step_each = lambda arena, group: (calls.append(1), real(arena, group))  # type: ignore[method-assign]
+        gen = torch.Generator().manual_seed(6)
+        for k in range(steps):
+            opt.zero_grad()
+            model(torch.randn(4, 6, generator=gen, dtype=torch.float64))
+            model.backward(torch.randn(4, 3, generator=gen, dtype=torch.float64))
+            if k == assign_at:
+                first = next(model.parameters())
+                first.grad = first.grad.clone() * 2.0  # type: ignore[union-attr]
+            opt.step()
+        runs.append(([p.detach().clone() for p in model.parameters()], len(calls), opt))
+    return tuple(runs)
+
+
+def test_an_unflattened_model_takes_the_per_parameter_compiled_path() -> None:
+    (plain, plain_calls, opt), (flat, _, _) = _plain_and_flat_runs(6)
+    assert max_diff(plain, flat) == 0.0  # the same loop, per parameter or over one vector
+    if opt.fused:
+        assert plain_calls == 1  # the first step makes the state; then the compiled plan
+        assert opt._arenas[0].each_arrays is not None
+
+
+def test_a_grad_assigned_anew_on_an_unflattened_model_is_used() -> None:
+    (plain, _, _), (flat, _, _) = _plain_and_flat_runs(6, assign_at=3)
+    assert max_diff(plain, flat) == 0.0
+    (unassigned, _, _), _ = _plain_and_flat_runs(6)
+    assert max_diff(plain, unassigned) > 1e-6

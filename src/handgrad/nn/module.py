@@ -35,6 +35,7 @@ import contextlib
 import functools
 import inspect
 import operator
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -98,16 +99,75 @@ def requires_grad(x: object) -> bool:
     return isinstance(x, Tensor) and (x.requires_grad or getattr(x, _OUTPUT_TAG, False))
 
 
+class _GradBox:
+    """A parameter's own gradient tensor, kept between steps for ``fresh_grad`` to write again.
+
+    Empty in pickles and copies (``torch.save(model)``, ``copy.deepcopy``), so a saved or copied
+    model carries no gradient memory.
+    """
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: Tensor | None = None) -> None:
+        self.tensor = tensor
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_GradBox, ())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _GradBox:
+        return _GradBox()
+
+
+# The attribute of a parameter that holds its own gradient (a parameter not in a flat buffer).
+_OWN_GRAD = "_hg_own_grad"
+
+
+def _alone() -> int:
+    """``sys.getrefcount`` of a box's tensor, read as ``fresh_grad`` reads it, when nothing but
+    the box holds the tensor (measured, not assumed: interpreters count differently)."""
+    box = _GradBox(torch.empty(0))
+    slot = box.tensor
+    return sys.getrefcount(slot)
+
+
+_ALONE = _alone()
+
+
 def fresh_grad(param: Tensor) -> Tensor:
     """Attach and return a new ``.grad`` for ``param``, to be WRITTEN in full (not zeroed).
 
     For a parameter of a flattened model it is the parameter's slot of the flat gradient
     buffer, so an optimizer's one-vector fast path keeps working after ``zero_grad()`` set the
-    grads to None; otherwise a new tensor like ``param``.
+    grads to None. Otherwise it is the tensor the parameter's last fresh gradient was, written
+    again (no allocation, no page faults; an optimizer's per-parameter path finds the same
+    memory), unless anything still refers to that tensor -- ``old = p.grad`` kept from the last
+    step keeps its values, as in torch -- in which case it is a new tensor like ``param``.
+    (Views of an old ``.grad``, ``p.grad.view(-1)`` or ``.numpy()``, are not seen: ``clone()``
+    a gradient you want to keep.)
     """
     slot = getattr(param, GRAD_SLOT, None)
-    if slot is None or slot.shape != param.shape or slot.dtype != param.dtype:
+    if (
+        slot is not None
+        and slot.shape == param.shape
+        and slot.dtype == param.dtype
+        and slot.device == param.device
+    ):
+        param.grad = slot
+        return slot
+    box = getattr(param, _OWN_GRAD, None)
+    if box is None:
+        box = _GradBox()
+        setattr(param, _OWN_GRAD, box)
+    slot = box.tensor
+    if (
+        slot is None
+        or sys.getrefcount(slot) != _ALONE
+        or slot.shape != param.shape
+        or slot.dtype != param.dtype
+        or slot.device != param.device
+    ):
         slot = torch.empty_like(param)
+        box.tensor = slot
     param.grad = slot
     return slot
 
@@ -437,6 +497,7 @@ class Module:
             raise TypeError(f"{type(self).__name__}.{name}: parameters must be floating point")
         tensor.requires_grad_(False)
         tensor.grad = torch.zeros_like(tensor)
+        setattr(tensor, _OWN_GRAD, _GradBox(tensor.grad))  # written again after zero_grad()
         setattr(self, name, tensor)
         if name not in self._param_names:
             self._param_names.append(name)
@@ -595,6 +656,7 @@ class Module:
                 if moved is not p:
                     if p.grad is not None:
                         moved.grad = p.grad.to(dtype=dtype, device=device)
+                        setattr(moved, _OWN_GRAD, _GradBox(moved.grad))
                     setattr(module, name, moved)
             for name in module._buffer_names:
                 b: Tensor = getattr(module, name)

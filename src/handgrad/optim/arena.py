@@ -52,6 +52,11 @@ class Arena:
         self.fused_arrays: dict[str, np.ndarray] | None = None  # set by the first flat step
         self.steps: np.ndarray | None = None  # the numpy view of scalars["step"], if fused
         self.t = 0.0  # their common value, while fused_arrays is set
+        # The compiled loop per parameter (a group not laid out flat): each parameter's numpy
+        # views, and the addresses of each parameter and .grad they were made for.
+        self.each_arrays: list[dict[str, np.ndarray]] | None = None
+        self.each_ptrs: list[tuple[int, int]] = []
+        self.each_steps: list[np.ndarray] = []  # numpy views of each state[p]["step"]
         self.requires_grad = any(p.requires_grad for p in self.params)
         self.compiled = self.dtype in (torch.float32, torch.float64) and self.device.type == "cpu"
 
@@ -78,6 +83,22 @@ class Arena:
                 return False
         return True
 
+    def each_ready(self) -> bool:
+        """Whether the per-parameter compiled loops can run as last step: every parameter and
+        its ``.grad`` at the addresses their numpy views were made for.
+
+        A backward that finds ``.grad`` None writes the parameter's own gradient tensor again
+        (``handgrad.nn.fresh_grad``), so after the plain step the addresses are the same; a
+        ``.grad`` that is new memory (assigned, or kept alive by the user) is seen here.
+        """
+        if self.each_arrays is None:
+            return False
+        for p, (p_ptr, g_ptr) in zip(self.params, self.each_ptrs, strict=True):
+            grad = p.grad
+            if grad is None or grad.data_ptr() != g_ptr or p.data_ptr() != p_ptr:
+                return False
+        return True
+
     def view(self, name: str, i: int, like: Tensor) -> Tensor:
         """Parameter ``i``'s view of the buffer ``name``, made for a state tensor like ``like``."""
         if name in SCALAR_STATE:
@@ -87,7 +108,7 @@ class Arena:
                 self.scalars[name] = store
                 self.views[name] = list(store.unbind())
                 self.np.clear()
-                self.fused_arrays = None
+                self.fused_arrays = self.each_arrays = None
             return self.views[name][i]
         flat = self.flats.get(name)
         if flat is None:
@@ -100,7 +121,7 @@ class Arena:
                 )
             ]
             self.np.clear()
-            self.fused_arrays = None
+            self.fused_arrays = self.each_arrays = None
         return self.views[name][i]
 
     def adopt(self, i: int, state: dict[str, Any]) -> None:
@@ -127,7 +148,7 @@ class Arena:
     def check_uniform(self, states: Mapping[Tensor, dict[str, Any]], names: set[str]) -> None:
         """Set ``uniform``: all parameters hold exactly ``names``, in this arena, at one step."""
         self.uniform = False
-        self.fused_arrays = None
+        self.fused_arrays = self.each_arrays = None
         if self.flat_param is None:
             return
         for i, p in enumerate(self.params):

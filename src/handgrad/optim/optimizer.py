@@ -178,17 +178,20 @@ class Optimizer(torch.optim.Optimizer):
             arena = arenas[index] if index < len(arenas) else None
             # The common case first: the same flat buffers as last step (a few identity checks),
             # and the compiled loop; written out here, as each layer of calls costs time.
-            if (
-                arena is not None
-                and arena.fused_arrays is not None
-                and arena.group is group
-                and arena.ready()
-            ):
-                if arena.steps is not None:
+            if arena is not None and arena.group is group:
+                if arena.fused_arrays is not None and arena.ready():
+                    if arena.steps is not None:
+                        arena.t += 1.0
+                        arena.steps.fill(arena.t)  # every state[p]["step"]
+                    self._update_fused(arena.fused_arrays, arena.t, group)
+                    continue
+                if arena.each_arrays is not None and arena.each_ready():  # a group not flat
                     arena.t += 1.0
-                    arena.steps.fill(arena.t)  # every state[p]["step"]
-                self._update_fused(arena.fused_arrays, arena.t, group)
-                continue
+                    for step in arena.each_steps:
+                        step.fill(arena.t)  # state[p]["step"]
+                    for arrays in arena.each_arrays:
+                        self._update_fused(arrays, arena.t, group)
+                    continue
             if arena is None or arena.group is not group or not arena.ready():
                 arena = self._arena(index, group)
                 if not (arena.uniform and arena.find_flat_grad()):
@@ -479,6 +482,35 @@ class Optimizer(torch.optim.Optimizer):
                 self._update_fused(arrays, value(state.get("step", 0.0)), group)
             arena.adopt(i, state)  # state the update created (SGD's first momentum buffer)
         self._check_uniform(arena, group)
+        if self._fused and arena.compiled:
+            self._plan_each(arena, group)
+
+    def _plan_each(self, arena: Arena, group: dict[str, Any]) -> None:
+        """Make the per-parameter compiled step of a group whose parameters are not flat (or
+        whose grads are not): when every parameter has its gradient and all its state, at one
+        step, ``_step`` runs the loops on these numpy views while ``arena.each_ready()``."""
+        arena.each_arrays = None
+        names = self._state_names(group)
+        if not names <= {"step"} | (names - SCALAR_STATE):
+            return  # the compiled loops keep no 0-d state but the step
+        plan, steps = [], []
+        for p in arena.params:
+            state = self.state.get(p)
+            if p.grad is None or not state or set(state) != names:
+                return
+            arrays = self._fused_views(p, p.grad, state, group)
+            if arrays is None:
+                return
+            plan.append(arrays)
+            if "step" in state:
+                steps.append(state["step"])
+        if len({value(t) for t in steps}) > 1:
+            return  # parameters at different steps
+        arena.steps = None  # the flat path's; it re-makes it if it runs
+        arena.each_steps = [t.numpy() for t in steps]
+        arena.t = value(steps[0]) if steps else 0.0
+        arena.each_ptrs = [(p.data_ptr(), p.grad.data_ptr()) for p in arena.params]  # type: ignore[union-attr]
+        arena.each_arrays = plan
 
     def _fused_views(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
