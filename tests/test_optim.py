@@ -624,7 +624,10 @@ def _plain_and_flat_runs(steps: int, assign_at: int | None = None) -> tuple[Any,
         opt = Adam(model.parameters(), lr=0.05)
         calls: list[int] = []
         real = opt._step_each
-        opt._step_each = lambda arena, group: (calls.append(1), real(arena, group))  # type: ignore[method-assign]
+        opt._step_each = lambda arena, group, calls=calls, real=real: (  # type: ignore[method-assign]
+            calls.append(1),
+            real(arena, group),
+        )
         gen = torch.Generator().manual_seed(6)
         for k in range(steps):
             opt.zero_grad()
