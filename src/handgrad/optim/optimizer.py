@@ -25,6 +25,16 @@ copies. A subclass with a compiled loop
 (``kernels``) also provides ``_update_fused``, the same rule as one pass over 1-D numpy views,
 chosen with ``fused`` (default: wherever it can run, i.e. float32/float64 on the CPU, on the
 flat path and per parameter once a parameter has all its state); the two are tested equal.
+For a group that is not flat (a model left unflattened), once every parameter has its gradient
+and state at one step, the numpy views of each parameter are kept (``Arena.each_arrays``) and
+later steps run the loops on them directly while every parameter and ``.grad`` is still at the
+same address: the plain step keeps them there, since a backward after ``zero_grad()`` writes
+each parameter's own gradient tensor again (``handgrad.nn.fresh_grad``).
+
+Parameters that ``Module.to()`` or ``flatten_parameters()`` replaced by new tensors after the
+optimizer was built are followed (``handgrad.nn.flat.replacement``), their state moved along,
+at the next ``step()`` or ``zero_grad()``: the optimizer never steps tensors the model has
+dropped.
 
 Parameters that are moved or re-flattened in place (same tensor objects, new memory, e.g.
 ``p.data = p.data.double()``) are noticed at the next ``step()`` and the optimizer re-binds to
