@@ -141,19 +141,31 @@ class Adam(Optimizer):
         param.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
 
     def _update_fused(self, arrays: dict[str, np.ndarray], t: float, group: dict[str, Any]) -> None:
+        self._update_fused_each([arrays], t, group)
+
+    def _update_fused_each(
+        self, plan: list[dict[str, np.ndarray]], t: float, group: dict[str, Any]
+    ) -> None:
         # The loop folds the bias correction of v into the step: θ - s·√b2 · m / (√v + ε·√b2).
+        # Its coefficients are made once for all the parameters in ``plan`` (one dtype).
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         bias_correction2_sqrt = (1 - beta2**t) ** 0.5
         step_size = float(lr / (1 - beta1**t))
-        s = arrays["param"].dtype.type
+        s = plan[0]["param"].dtype.type
         constant = _constant_coefficients(s, float(lr), beta1, beta2, group)
-        moments = (arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"])
         bias_corrected = (s(eps * bias_correction2_sqrt), s(-step_size * bias_correction2_sqrt))
+        head, tail = (*constant[:5], *bias_corrected), constant[5:]
         if group["amsgrad"]:
             loop = kernels.kernel("adam_amsgrad")
-            loop(*moments, arrays["max_exp_avg_sq"], *constant[:5], *bias_corrected, *constant[5:])
+            for a in plan:
+                loop(
+                    a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"], a["max_exp_avg_sq"],
+                    *head, *tail,
+                )  # fmt: skip
         else:
-            kernels.kernel("adam")(*moments, *constant[:5], *bias_corrected, *constant[5:])
+            loop = kernels.kernel("adam")
+            for a in plan:
+                loop(a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"], *head, *tail)
 
 
 @functools.lru_cache(maxsize=64)

@@ -156,6 +156,14 @@ class Optimizer(torch.optim.Optimizer):
         """``_update`` as one compiled loop over a flat group's 1-D numpy views."""
         raise NotImplementedError
 
+    def _update_fused_each(
+        self, plan: list[dict[str, np.ndarray]], t: float, group: dict[str, Any]
+    ) -> None:
+        """``_update_fused`` on each parameter's views in ``plan`` (a group that is not flat);
+        a subclass may make the step's coefficients once for all of them."""
+        for arrays in plan:
+            self._update_fused(arrays, t, group)
+
     # -- the training-loop API ------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a ``.grad`` from it; ``.grad`` is not changed.
@@ -199,8 +207,7 @@ class Optimizer(torch.optim.Optimizer):
                     arena.t += 1.0
                     for step in arena.each_steps:
                         step.fill(arena.t)  # state[p]["step"]
-                    for arrays in arena.each_arrays:
-                        self._update_fused(arrays, arena.t, group)
+                    self._update_fused_each(arena.each_arrays, arena.t, group)
                     continue
             if arena is None or arena.group is not group or not arena.ready():
                 arena = self._arena(index, group)
