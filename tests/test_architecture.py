@@ -70,6 +70,7 @@ TRAIN_ORDER = [
     "report_page",
     "threads",
     "loop",
+    "run_text",
     "compare",
     "session",
 ]
@@ -216,6 +217,8 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
         "handgrad.cli.train_cmd",
         "handgrad.cli.recipes_cmd",
         "handgrad.cli.options",
+        "handgrad.cli.check_cmd",
+        "handgrad.cli.data_cmd",
         "handgrad.train.config",
         "handgrad.train.recipes",
     ],
@@ -230,7 +233,9 @@ def test_help_and_recipes_answer_without_torch() -> None:
     code = (
         "import sys, contextlib, io\n"
         "from handgrad.cli.main import main\n"
-        "for argv in (['--help'], ['train', '--help'], ['train', '--lrr', '1'], ['recipes']):\n"
+        "for argv in (['--help'], ['train', '--help'], ['train', '--lrr', '1'], ['recipes'],\n"
+        "             ['check', '--help'], ['check', '--modle', '8-4'], ['data', '--help'],\n"
+        "             ['data', 'show', '--help']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()), "
         "contextlib.redirect_stderr(io.StringIO()):\n"
         "        try:\n"
