@@ -52,6 +52,11 @@ def _idx_splits(arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np
     return {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in ("train", "test")}
 
 
+def _searched() -> str:
+    """Where the full set was looked for, when it was not found."""
+    return f"no --data, ${ENV_VAR} unset, cache {cache_dir()} incomplete"
+
+
 def origin_of(data: str | os.PathLike[str] | None) -> str:
     """How the folder was named: ``--data``, the environment variable, or the cache."""
     if data is not None:
@@ -89,8 +94,8 @@ def load_for_inspection(
     note = (
         ""
         if embedded
-        else f"full MNIST not found (no --data, ${ENV_VAR} unset, cache {cache_dir()} "
-        "incomplete); using the embedded subset; add --download, or " + HOW_TO_POINT
+        else f"full MNIST not found ({_searched()}); using the embedded subset; add --download, "
+        "or " + HOW_TO_POINT
     )
     return Loaded(_idx_splits(arrays), checks, EMBEDDED_SOURCE, time.perf_counter() - start, note)
 
@@ -180,8 +185,8 @@ def verify_source(
     directory = locate_data_dir(data)
     if directory is None:
         raise HandgradError(
-            f"no MNIST files to verify (no --data, ${ENV_VAR} unset, cache {cache_dir()} "
-            f"incomplete); {HOW_TO_POINT}, or use --embedded for the built-in subset"
+            f"no MNIST files to verify ({_searched()}); {HOW_TO_POINT}, or use --embedded for "
+            "the built-in subset"
         )
     return f"{directory} ({origin_of(data)})", verify_files(directory)
 
