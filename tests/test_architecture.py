@@ -246,3 +246,12 @@ def test_help_and_recipes_answer_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_train_order_is_the_one_the_page_draws() -> None:
+    page = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    table = page.split("Inside `train`", 1)[1].split("\n\n", 2)[1]
+    drawn = [line.split("`")[1] for line in table.splitlines()[2:] if line.startswith("| `")]
+    assert drawn == TRAIN_ORDER
+    on_disk = {p.stem for p in (SRC / "train").glob("*.py") if p.stem != "__init__"}
+    assert on_disk == set(TRAIN_ORDER)
