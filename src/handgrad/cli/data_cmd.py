@@ -129,22 +129,19 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=no_subcommand)
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
-    info = sub.add_parser(
-        "info", help="source, counts, class histogram, pixel mean/std, checksum status"
+    commands = (
+        ("info", "source, counts, class histogram, pixel mean/std, checksum status", cmd_info),
+        ("verify", "check the MD5s; exit 0 only if all match", cmd_verify),
+        ("show", "write a labelled grid of digits as a PNG", cmd_show),
     )
-    _add_source_options(info, download=True)
-    info.set_defaults(func=cmd_info)
-
-    verify = sub.add_parser("verify", help="check the MD5s; exit 0 only if all match")
-    _add_source_options(verify, download=False)
-    verify.set_defaults(func=cmd_verify)
-
-    show = sub.add_parser("show", help="write a labelled grid of digits as a PNG")
-    _add_source_options(show, download=True)
+    for name, text, func in commands:
+        command = sub.add_parser(name, help=text)
+        _add_source_options(command, download=name != "verify")
+        command.set_defaults(func=func)
+    show = sub.choices["show"]
     show.add_argument("--n", type=int, default=64, help="number of digits (default 64)")
     show.add_argument("--out", default="digits.png", help="PNG to write (default digits.png)")
     show.add_argument("--split", choices=("train", "valid", "test"), default="train")
     show.add_argument(
         "--seed", type=int, help="pick random digits with this seed (default: first n)"
     )
-    show.set_defaults(func=cmd_show)
