@@ -142,10 +142,12 @@ def _check(
     seed: int,
     eval_mode: bool,
 ) -> GradReport:
-    for what_name, name, names in (("loss", loss_name, LOSSES), ("dtype", dtype_name, DTYPES)):
+    """``gradcheck`` of what ``build(gen)`` makes, seeded; an error of the user's code (not
+    one of handgrad's own) becomes one line headed by ``what``."""
+    for kind, name, names in (("loss", loss_name, LOSSES), ("dtype", dtype_name, DTYPES)):
         if name not in names:
             raise ValueError(
-                f"unknown {what_name} {name!r}{did_you_mean(name, tuple(names))}; "
+                f"unknown {kind} {name!r}{did_you_mean(name, tuple(names))}; "
                 f"choose from {', '.join(names)}"
             )
     dtype = DTYPES[dtype_name]
