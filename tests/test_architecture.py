@@ -70,6 +70,7 @@ TRAIN_ORDER = [
     "report_page",
     "threads",
     "loop",
+    "run_text",
     "compare",
     "session",
 ]
@@ -216,6 +217,8 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
         "handgrad.cli.train_cmd",
         "handgrad.cli.recipes_cmd",
         "handgrad.cli.options",
+        "handgrad.cli.check_cmd",
+        "handgrad.cli.data_cmd",
         "handgrad.train.config",
         "handgrad.train.recipes",
     ],
@@ -230,7 +233,9 @@ def test_help_and_recipes_answer_without_torch() -> None:
     code = (
         "import sys, contextlib, io\n"
         "from handgrad.cli.main import main\n"
-        "for argv in (['--help'], ['train', '--help'], ['train', '--lrr', '1'], ['recipes']):\n"
+        "for argv in (['--help'], ['train', '--help'], ['train', '--lrr', '1'], ['recipes'],\n"
+        "             ['check', '--help'], ['check', '--modle', '8-4'], ['data', '--help'],\n"
+        "             ['data', 'show', '--help']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()), "
         "contextlib.redirect_stderr(io.StringIO()):\n"
         "        try:\n"
@@ -241,3 +246,12 @@ def test_help_and_recipes_answer_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_train_order_is_the_one_the_page_draws() -> None:
+    page = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    table = page.split("Inside `train`", 1)[1].split("\n\n", 2)[1]
+    drawn = [line.split("`")[1] for line in table.splitlines()[2:] if line.startswith("| `")]
+    assert drawn == TRAIN_ORDER
+    on_disk = {p.stem for p in (SRC / "train").glob("*.py") if p.stem != "__init__"}
+    assert on_disk == set(TRAIN_ORDER)

@@ -24,6 +24,7 @@ memory available now (``check_memory``, the estimate and ``MemAvailable`` both i
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from pathlib import Path
@@ -164,6 +165,14 @@ def describe_size(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} bytes"
+
+
+def mlp_memory(widths: list[int], batch: int, itemsize: int, copies: int = 5) -> int:
+    """Bytes an MLP of ``widths`` needs, estimated from above: its parameters ``copies`` times
+    (weights, gradients, a flat buffer, two optimizer moments) and the activations of one batch
+    four times (outputs, pre-activations, gradients, a spare)."""
+    params = sum(a * b + b for a, b in itertools.pairwise(widths))
+    return itemsize * (copies * params + 4 * batch * sum(widths))
 
 
 def check_memory(what: str, needed: int, hint: str) -> None:

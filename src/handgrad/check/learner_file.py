@@ -17,10 +17,7 @@ as keyword arguments, and checks the gradients it returns with ``check_gradients
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -29,14 +26,10 @@ from typing import Any
 import torch
 
 from handgrad.check.learner import LearnerReport, check_gradients, split_output
+from handgrad.check.user_file import import_file, one_line
 from handgrad.errors import HandgradError
 
 CONTRACT = ("make_inputs", "forward", "backward")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def load(path: Path) -> ModuleType:
@@ -45,24 +38,7 @@ def load(path: Path) -> ModuleType:
     Raises:
         HandgradError: no such file, an import that fails, or a missing function.
     """
-    if not path.is_file():
-        raise HandgradError(f"--function: no such file: {path}")
-    name = f"_handgrad_learner_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise HandgradError(f"--function: {path} is not a Python file that can be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(name, None)
-        raise HandgradError(f"--function: cannot import {path}: {_one_line(exc)}") from None
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
+    module = import_file(path, "--function", "_handgrad_learner_")
     missing = [f for f in CONTRACT if not callable(getattr(module, f, None))]
     if missing:
         raise HandgradError(
@@ -81,9 +57,9 @@ def _call(what: str, path: Path, fn: Callable[..., Any], **kwargs: Any) -> Any:
         params = inspect.signature(fn).parameters
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         hint = "" if takes_all else " (it is called with keyword arguments; add **rest to take any)"
-        raise HandgradError(f"--function {path}: {what} raised {_one_line(exc)}{hint}") from None
+        raise HandgradError(f"--function {path}: {what} raised {one_line(exc)}{hint}") from None
     except Exception as exc:
-        raise HandgradError(f"--function {path}: {what} raised {_one_line(exc)}") from None
+        raise HandgradError(f"--function {path}: {what} raised {one_line(exc)}") from None
 
 
 def check_file(

@@ -21,7 +21,6 @@ points (``train``, ``compare``, ``handgrad train``) call ``check_config`` once.
 from __future__ import annotations
 
 import inspect
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from handgrad import nn
 from handgrad.data import Batches, load_preset, split_validation
 from handgrad.data.presets import N_CLASSES, N_FEATURES, one_hot
 from handgrad.errors import HandgradError
-from handgrad.limits import check_memory
+from handgrad.limits import check_memory, mlp_memory
 from handgrad.optim import SCHEDULES, Optimizer, Schedule, make_optimizer, make_schedule
 from handgrad.train import tabular
 from handgrad.train.config import TrainConfig
@@ -497,14 +496,6 @@ def check_device(device: str) -> None:
         return
     why = " (tensors without data: nothing can be trained)" if dev.type == "meta" else ""
     raise HandgradError(f"--device {device}: cannot train on {dev.type}{why}; use --device cpu")
-
-
-def mlp_memory(widths: list[int], batch: int, itemsize: int, copies: int = 5) -> int:
-    """Bytes an MLP of ``widths`` needs, estimated from above: its parameters ``copies`` times
-    (weights, gradients, a flat buffer, two optimizer moments) and the activations of one batch
-    four times (outputs, pre-activations, gradients, a spare)."""
-    params = sum(a * b + b for a, b in itertools.pairwise(widths))
-    return itemsize * (copies * params + 4 * batch * sum(widths))
 
 
 def check_run_memory(config: TrainConfig, widths: list[int]) -> None:
