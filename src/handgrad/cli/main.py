@@ -7,9 +7,9 @@ wires them together and turns errors meant for people into one line and a non-ze
 
 ``COMMANDS`` holds each command's one-line help, so ``handgrad --help`` lists them without
 importing any command module; only the command named on the line is imported and registered
-(the others stay placeholders). ``train_cmd`` and ``recipes_cmd`` do not import torch at their
-top, so ``handgrad --help``, ``handgrad train --help``, their usage errors and ``handgrad
-recipes`` answer at once.
+(the others stay placeholders). ``train_cmd``, ``recipes_cmd``, ``check_cmd`` and ``data_cmd``
+do not import torch at their top, so ``handgrad --help``, the ``--help`` of those commands,
+their usage errors and ``handgrad recipes`` answer at once.
 """
 
 from __future__ import annotations
