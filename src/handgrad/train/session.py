@@ -202,15 +202,16 @@ def resume_session(
         "the checks of the resumed run",
     )
     where = dist.share(str(first.resume_dir) if first is not None else None, "the run's name")
-    if first is not None:
-        return first
-    return dist.agree(
-        lambda: _follow_resume(Path(str(where)), data_dir=data_dir, dist=dist),
+    follower = dist.agree(  # every rank joins; rank 0 has read it already
+        lambda: None if first is not None else _follow_resume(Path(str(where)), data_dir, dist),
         "the checkpoint read",
     )
+    session = first if first is not None else follower
+    assert session is not None
+    return session
 
 
-def _follow_resume(run_dir: Path, *, data_dir: str | None, dist: DistContext) -> Session:
+def _follow_resume(run_dir: Path, data_dir: str | None, dist: DistContext) -> Session:
     """A rank other than 0 joining the run rank 0 checked: its config and checkpoint, read."""
     config = TrainConfig.load(run_dir / rec.CONFIG)
     if data_dir is not None:
