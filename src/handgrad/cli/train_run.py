@@ -124,7 +124,10 @@ def run_engines(
         if not main:
             continue
         plot_line = None if args.no_plots else out.plots(result)  # written before "completed"
-        out.print_message(result)
+        if result.status == "interrupted" and session.dist is not None:
+            print(f"{result.message}; resume with: {resume_command(session, result.run_dir)}")
+        else:
+            out.print_message(result)
         print(out.summary(result))
         if plot_line:
             print(plot_line)
