@@ -87,6 +87,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def is_rank(pid: int) -> bool:
+    """Whether ``pid`` runs ``handgrad train`` (a rank, not a helper torch may start)."""
+    try:
+        return b"handgrad" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def launched(cmd: list[str], cwd: Path, **extra: str) -> Iterator[subprocess.Popen[str]]:
     """``cmd`` started in its own process group; it and every process below it are killed on
@@ -250,6 +258,18 @@ def test_the_lock_is_held_by_rank_0_under_torchrun(
         assert code != 0 and len(ours) == 1, err
         assert "another handgrad process is writing to this run" in ours[0]
         assert live.poll() is None  # the first run went on
+
+        # SIGTERM to rank 1 alone: the ranks agree to stop at the same step, rank 0 writes a
+        # checkpoint there and names the torchrun command that resumes it
+        (other,) = [pid for pid in descendants(live.pid) if pid != holder and is_rank(pid)]
+        os.kill(other, signal.SIGTERM)
+        out, _ = live.communicate(timeout=60)
+    stopped = [line for line in out.splitlines() if line.startswith("interrupted at step")]
+    assert len(stopped) == 1, out
+    where = run_dir.relative_to(tmp_path)  # as the run was started: --out runs
+    assert f"torchrun --nproc_per_node=2 -m handgrad train --resume {where}" in stopped[0]
+    step = int(stopped[0].split()[3])
+    assert rec.load_checkpoint(run_dir / rec.CHECKPOINT).step == step > 0
 
 
 def test_options_a_distributed_run_refuses(
