@@ -25,7 +25,9 @@ import torch
 from safetensors.torch import load_file
 
 from handgrad.cli.main import main
+from handgrad.errors import HandgradError
 from handgrad.train import records as rec
+from handgrad.train.distributed_run import check_batches
 from handgrad.train.lock import LOCK_NAME, read_holder
 
 pytestmark = pytest.mark.skipif(
@@ -280,10 +282,8 @@ def test_options_a_distributed_run_refuses(
     assert main(["train", "--distributed", "--out", str(tmp_path)]) == 2
     line = capsys.readouterr().err.strip()
     assert "torchrun --nproc_per_node=K -m handgrad train" in line and len(line.splitlines()) == 1
-    # under torchrun (one process here): --engine both is refused before anything is written
-    code, _, err = run(
-        torchrun_command(["--engine", "both", "--out", "runs"], nproc=1), tmp_path, timeout=60
-    )
+    # under torchrun: --engine both is refused before anything is written, by rank 0 alone
+    code, _, err = run(torchrun_command(["--engine", "both", "--out", "runs"]), tmp_path)
     assert code != 0 and not (tmp_path / "runs").exists()
     ours = [line for line in err.splitlines() if line.startswith("handgrad:")]
     assert len(ours) == 1 and "--engine both" in ours[0], err
@@ -298,3 +298,12 @@ def test_compare_on_cuda_without_a_gpu_says_so(
     err = capsys.readouterr().err.strip()
     assert "no CUDA device" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_every_global_batch_needs_a_row_per_rank() -> None:
+    check_batches(64, 900, False, 2)  # 14 batches of 64 and one of 4
+    check_batches(899, 900, True, 2)  # the short batch dropped
+    with pytest.raises(HandgradError, match="the last batch of each epoch has 1 rows"):
+        check_batches(899, 900, False, 2)
+    with pytest.raises(HandgradError, match="each batch has 2 rows, fewer than the 3 ranks"):
+        check_batches(2, 900, False, 3)

@@ -80,6 +80,22 @@ def check_options(*, engine: str, threads: Any, lr: Any, find_lr: bool) -> None:
         )
 
 
+def check_batches(batch_size: int, n_train: int, drop_last: bool, world_size: int) -> None:
+    """Every global batch has a row for every rank (the last, short one too).
+
+    Raises:
+        HandgradError: naming the batch and what would fit.
+    """
+    short = n_train % batch_size
+    smallest = batch_size if drop_last or not short else min(batch_size, short)
+    if smallest < world_size:
+        which = "the last batch of each epoch" if smallest < batch_size else "each batch"
+        raise HandgradError(
+            f"--batch-size {batch_size}: {which} has {smallest} rows, fewer than the "
+            f"{world_size} ranks (each needs one); use --drop-last or a batch size that fits"
+        )
+
+
 @dataclass
 class DistContext:
     """This process's place in the group: ``rank`` of ``world_size``, ``backend``, and the
@@ -107,7 +123,8 @@ class DistContext:
         Returns this rank's result (rank 0's, when ``shared``: it is sent to every rank).
 
         Raises:
-            the error ``fn`` raised, on the rank where it failed; ``PeerFailed`` on the others.
+            the error ``fn`` raised, on the rank where it failed (on rank 0 alone when it failed
+            there too); ``PeerFailed`` on the others.
         """
         value: Any = None
         error: BaseException | None = None
@@ -119,9 +136,9 @@ class DistContext:
         mine = (message, value if shared and self.is_main else None)
         gathered: list[Any] = [None] * self.world_size
         collective(what, lambda: dist.all_gather_object(gathered, mine), self.timeout_s)
-        if error is not None:
-            raise error
         failed = [r for r, (text, _) in enumerate(gathered) if text is not None]
+        if error is not None and (self.is_main or 0 not in failed):
+            raise error  # rank 0 speaks for all when it failed too (the same command)
         if failed:
             raise PeerFailed(f"rank {failed[0]} failed: {gathered[failed[0]][0]}")
         result: T = gathered[0][1] if shared else value

@@ -38,7 +38,12 @@ from handgrad.train.build import (
     preflight,
 )
 from handgrad.train.config import TrainConfig
-from handgrad.train.distributed_run import DistContext, check_options, check_world
+from handgrad.train.distributed_run import (
+    DistContext,
+    check_batches,
+    check_options,
+    check_world,
+)
 from handgrad.train.engines import ENGINES, Engine, build_engine, grad_mode
 from handgrad.train.evaluation import Record
 from handgrad.train.lock import LOCK_NAME, RunLock
@@ -119,7 +124,10 @@ def fresh_session(
 
     def start() -> Session:
         check_options(engine=engine, threads=config.threads, lr=config.lr, find_lr=False)
-        return _fresh_session(dist.stamp(config), engine=engine, out=out, dist=dist)
+        session = _fresh_session(dist.stamp(config), engine=engine, out=out, dist=dist)
+        plan, n_train = session.plan, session.data.n_train
+        check_batches(plan.batch_size, n_train, session.config.drop_last, dist.world_size)
+        return session
 
     session = dist.agree(start, "the start of the run")
     dist.check_same(session.config.fingerprint())  # the same command on every rank
