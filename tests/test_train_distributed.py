@@ -122,7 +122,7 @@ def launched(cmd: list[str], cwd: Path, **extra: str) -> Iterator[subprocess.Pop
             p.communicate(timeout=30)
 
 
-def run(cmd: list[str], cwd: Path, timeout: float = 90.0, **extra: str) -> tuple[int, str, str]:
+def run(cmd: list[str], cwd: Path, timeout: float = 180.0, **extra: str) -> tuple[int, str, str]:
     with launched(cmd, cwd, **extra) as p:
         out, err = p.communicate(timeout=timeout)
         return p.returncode, out, err
@@ -216,7 +216,8 @@ def test_dropout_batchnorm_on_two_ranks_killed_and_resumed_equals_the_uninterrup
         tmp_path,
         HANDGRAD_TEST_KILL_AT_STEP="10",
     )
-    assert code != 0 and time.monotonic() - started < 60
+    # (a hang would last the 20 s group timeout; the bound leaves room for a loaded machine)
+    assert code != 0 and time.monotonic() - started < 120
     ours = [line for line in err.splitlines() if line.startswith("handgrad:")]
     assert len(ours) == 1, err
     assert ours[0].startswith("handgrad: error: distributed: rank 0:") and "died" in ours[0]
