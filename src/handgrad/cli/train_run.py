@@ -29,7 +29,7 @@ def run_command(args: argparse.Namespace, config_from_args: Callable[..., Any]) 
             raise HandgradError(f"--dist-timeout: must be > 0, got {args.dist_timeout:g}")
         if args.find_lr:
             dr.check_options(engine="handgrad", threads=None, lr=None, find_lr=True)
-        context = dr.join(getattr(args, "device", None) or "cpu", args.dist_timeout)
+        context = dr.join(_device(args, config_from_args), args.dist_timeout)
     try:
         code = _run(args, context, config_from_args)
     except dr.PeerFailed:
@@ -46,6 +46,22 @@ def run_command(args: argparse.Namespace, config_from_args: Callable[..., Any]) 
         os._exit(2)
     dr.leave(context)
     return code
+
+
+def _device(args: argparse.Namespace, config_from_args: Callable[..., Any]) -> str:
+    """The device the run will train on, which picks the backend (gloo, or NCCL for CUDA);
+    "cpu" when it cannot be read yet (the run's own checks then say why, on rank 0)."""
+    from handgrad.train import records as rec
+    from handgrad.train.config import TrainConfig
+
+    try:
+        if getattr(args, "device", None):
+            return str(args.device)
+        if args.resume is not None:
+            return TrainConfig.load(rec.find_run(args.resume, args.out) / rec.CONFIG).device
+        return str(config_from_args(args)[0].device)
+    except (HandgradError, ValueError, TypeError, OSError):
+        return "cpu"
 
 
 def _run(args: argparse.Namespace, context: Any, config_from_args: Callable[..., Any]) -> int:
