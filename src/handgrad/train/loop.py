@@ -18,6 +18,11 @@ weights are the same bit for bit; the records go to ``layers.jsonl``. After each
 With ``config.keep_best`` the weights at the best ``monitor`` figure are kept in
 ``best.safetensors`` (and in each checkpoint, so a resumed run keeps the same ones).
 
+In a data-parallel run (``dist``, under torchrun) the engine is ``DataParallelEngine`` (each
+rank's shard of the global batch, the gradient all-reduced); rank 0 alone evaluates, sending
+each record to the others so that every rank stops alike, and alone writes the run directory;
+a Ctrl-C on any rank is agreed with the step's all-reduce, so all stop after the same step.
+
 The loop never prints. It reports through ``on_step(steps_done)`` and ``on_eval(record)`` and
 returns a :class:`RunResult`. Ctrl-C (SIGINT) is turned into a flag checked after each step:
 the loop then writes a checkpoint at that step boundary and returns ``status="interrupted"``; a
