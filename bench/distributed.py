@@ -5,8 +5,13 @@ launches 2 ranks on 127.0.0.1 (gloo) with torchrun's environment; K=1 runs the s
 ``DataParallel`` code with no process group. "all-reduce" is the fraction of the step spent
 after the backward pass waiting for the gradient buckets (the part not overlapped).
 
-Usage: python bench/distributed.py [--steps 60]
+Usage: python bench/distributed.py [--steps 60] [--cli]
 On a 2-core machine the point is the overhead, not a speed-up.
+
+``--cli`` also times the command line's default run (784-128-10, batch 64, 20 epochs = 300
+steps on the embedded subset, float32, one thread per rank): ``handgrad train`` in one process
+against ``torchrun --nproc_per_node=2 -m handgrad train``, steps/s of the training loop (the
+run's own clock, evaluations included; start-up excluded).
 """
 
 from __future__ import annotations
@@ -80,9 +85,28 @@ def launch(k: int, batch: int, steps: int) -> dict[str, float]:
     return dict(rank0)
 
 
+def cli_rate(k: int, out: str) -> float:
+    """Steps/s of the default ``handgrad train`` run on ``k`` processes (1: no torchrun)."""
+    args = ["--epochs", "20", "--threads", "1", "--quiet", "--no-plots", "--no-report"]
+    args += ["--out", out]
+    if k == 1:
+        cmd = [sys.executable, "-m", "handgrad", "train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={k}"]
+        cmd += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+        cmd += ["-m", "handgrad", "train", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    (run_dir,) = [p for p in os.scandir(out) if p.is_dir()]
+    with open(os.path.join(run_dir.path, "metrics.jsonl")) as f:
+        last = json.loads(f.read().strip().splitlines()[-1])
+    return float(last["step"]) / float(last["seconds"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--cli", action="store_true", help="also time handgrad train, K = 1 and 2")
     ap.add_argument("--rank-run", type=int, default=None)
     args = ap.parse_args()
     if args.rank_run is not None:
@@ -93,6 +117,13 @@ def main() -> None:
         for k in (1, 2):
             r = launch(k, batch, args.steps)
             print(f"{k:>2} {batch:>6} {r['steps_per_s']:>9.1f} {r['allreduce_fraction']:>10.1%}")
+    if args.cli:
+        import tempfile
+
+        for k in (1, 2):
+            with tempfile.TemporaryDirectory() as out:
+                rate = cli_rate(k, out)
+            print(f"handgrad train, default run, K={k}: {rate:.1f} steps/s")
 
 
 if __name__ == "__main__":

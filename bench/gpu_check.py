@@ -1,4 +1,5 @@
-"""CUDA checks for bench/gpu_check.sh: float64 agreement with autograd per layer, and the
+"""CUDA checks for bench/gpu_check.sh: float64 agreement with autograd per layer,
+``handgrad compare --device cuda`` for two recipes (float64, the engines step by step), and the
 step time of handgrad against autograd at batches 128 and 4,096, as one table.
 
 Usage: python bench/gpu_check.py   (exits 0 with a note when there is no CUDA device)
@@ -6,7 +7,10 @@ Usage: python bench/gpu_check.py   (exits 0 with a note when there is no CUDA de
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -83,6 +87,21 @@ def step_time(dev: str, batch: int, autograd: bool, steps: int = 50) -> float:
     return (time.perf_counter() - t0) / steps * 1e3
 
 
+COMPARE_RECIPES = ("ninja-gd", "fleuret-practical3")
+COMPARE_STEPS = 20
+
+
+def compare_on_cuda(recipe: str, out: str) -> dict[str, object]:
+    """``handgrad compare --recipe RECIPE --device cuda`` (float64): its JSON summary."""
+    cmd = [sys.executable, "-m", "handgrad", "compare", "--recipe", recipe, "--device", "cuda"]
+    cmd += ["--dtype", "float64", "--steps", str(COMPARE_STEPS), "--out", out]
+    done = subprocess.run([*cmd, "--no-plot", "--json"], capture_output=True, text=True)
+    if done.returncode not in (0, 1):  # 1: the engines differ (reported in the table)
+        raise SystemExit(f"gpu_check: {' '.join(cmd)} failed: {done.stderr.strip()}")
+    summary: dict[str, object] = json.loads(done.stdout)
+    return summary
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device on this machine; nothing to check (skipped)")
@@ -90,6 +109,14 @@ def main() -> int:
     print(f"{'check':<28} {'value':>14}")
     for name, worst in agreement("cuda"):
         print(f"{'grad vs autograd ' + name:<28} {worst:>14.2e}")
+    with tempfile.TemporaryDirectory() as out:
+        for recipe in COMPARE_RECIPES:
+            summary = compare_on_cuda(recipe, out)
+            result = summary["results"][0]  # type: ignore[index]
+            worst = max(result["max_loss_diff"], result["max_param_diff"])
+            verdict = "ok" if summary["ok"] else "DIFFER"
+            label = f"compare {recipe} {COMPARE_STEPS} st"
+            print(f"{label:<28} {worst:>14.2e}  {verdict}")
     for batch in (128, 4096):
         hg = step_time("cuda", batch, autograd=False)
         ag = step_time("cuda", batch, autograd=True)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CUDA checks (under 5 minutes where a GPU exists; skips cleanly without one):
-# the CUDA-marked tests, float64 gradients against autograd per layer on CUDA, and the step
-# time of handgrad against autograd at batches 128 and 4,096, as one table.
+# the CUDA-marked tests, float64 gradients against autograd per layer on CUDA,
+# `handgrad compare --device cuda` for two recipes (ninja-gd, fleuret-practical3; float64,
+# 20 steps), and the step time of handgrad against autograd at batches 128 and 4,096, as one
+# table (bench/gpu_check.py).
 # Usage: bench/gpu_check.sh   (from the repository root, with the venv in .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."

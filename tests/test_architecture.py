@@ -69,6 +69,7 @@ TRAIN_ORDER = [
     "doctor",
     "report_page",
     "threads",
+    "distributed_run",
     "loop",
     "run_text",
     "compare",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from handgrad.train.build import check_device
 from handgrad.train.compare import FLOAT64_TOLERANCE, EngineComparison, compare
 from handgrad.train.config import TrainConfig
 from handgrad.train.recipes import RECIPES, get_recipe
@@ -42,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", dest="data_dir", metavar="DIR", help="folder with the MNIST files")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads")
+    p.add_argument(
+        "--device", metavar="DEV", help="torch device for both engines (default: the config's)"
+    )
     p.add_argument("--out", default="runs", metavar="DIR", help="where to write (default runs)")
     p.add_argument("--no-plot", action="store_true", help="do not write divergence.png")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -58,6 +62,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         changes["data_dir"] = args.data_dir
     if args.threads is not None:
         changes["threads"] = args.threads
+    if args.device is not None:
+        changes["device"] = args.device
     return config.replace(**changes) if changes else config
 
 
@@ -111,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     config = _config(args)
+    check_device(config.device)  # "no CUDA device" before anything runs or is written
     check_writable(args.out)
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     results = [compare(config.replace(dtype=dtype), args.steps) for dtype in dtypes]

@@ -144,6 +144,10 @@ class DataParallel:
         self._hooked = self._install_hooks()
         self._scale = 1.0
         self.allreduce_seconds = 0.0  # time spent waiting for buckets (and launching them)
+        # A rank's request to stop (its Ctrl-C flag), summed with the loss at every step at no
+        # extra collective: ``stop_agreed`` is the same on every rank after each step.
+        self.stop_vote: Callable[[], bool] | None = None
+        self.stop_agreed = False
         if check and self.world_size > 1:
             check_same_everywhere(fingerprint(model, optimizer, config), timeout_s)
 
@@ -260,8 +264,9 @@ class DataParallel:
             out = self.model(x[start:stop])
             loss_local = self.loss_fn(out, y[start:stop])
             count = float(getattr(self.loss_fn, "_count", stop - start))
+            vote = 1.0 if self.stop_vote is not None and self.stop_vote() else 0.0
             stats = torch.tensor(
-                [float(loss_local.detach()), count], dtype=torch.float64, device=x.device
+                [float(loss_local.detach()), count, vote], dtype=torch.float64, device=x.device
             )
             if self.world_size > 1:  # C = Σ_r c_r, and the global loss, before the buckets
                 weighted = stats.clone()
@@ -273,6 +278,7 @@ class DataParallel:
                 if self.reduction == "mean":
                     weighted[0] = stats[0] * count
             total_count = float(weighted[1])
+            self.stop_agreed = bool(weighted[2] > 0)  # some rank asked to stop (Ctrl-C)
             self._scale = count / total_count if self.reduction == "mean" else 1.0
             for b in self.buckets:
                 b.pending = len(b.members)

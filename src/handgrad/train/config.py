@@ -75,6 +75,10 @@ LATER_FIELDS.update(
     data_sha256=None,
     table={},
 )
+# The process group of a data-parallel run (handgrad.train.distributed_run): a single-process
+# run records world_size 1 and backend null, and keeps the hash it always had.
+LATER_FIELDS.update(world_size=1, backend=None)
+BACKENDS = (None, "gloo", "nccl")
 
 # The command line's option groups, in the order `handgrad train --help` shows them.
 GROUPS = ("data", "model", "loss and optimizer", "length and batches", "run")
@@ -371,6 +375,13 @@ class TrainConfig:
     data_sha256: str | None = None
     table: dict[str, Any] = field(default_factory=dict)
 
+    # -- data-parallel training (handgrad train under torchrun; issue 20) -----------------
+    # Recorded when the run starts: the number of processes and torch.distributed's backend
+    # (gloo on CPU, nccl on CUDA); 1 and null for a single process. Not options: torchrun's
+    # --nproc_per_node sets them.
+    world_size: int = 1
+    backend: str | None = None
+
     # -- JSON ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field (tuples become lists)."""
@@ -523,6 +534,11 @@ class TrainConfig:
                 f"full: only the fleuret preset has a subset; {self.preset} is always full"
             )
         self._validate_table()
+        _positive_int("world_size", self.world_size)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected null, gloo or nccl, got {self.backend!r}")
+        if self.world_size > 1 and self.backend is None:
+            raise ValueError("backend: a run of world_size > 1 names its backend (gloo, nccl)")
         if self.label_smoothing and self.loss != "cross_entropy":
             raise ValueError("label_smoothing: applies to the cross_entropy loss only")
         self.augmentation()

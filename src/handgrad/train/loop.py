@@ -18,6 +18,11 @@ weights are the same bit for bit; the records go to ``layers.jsonl``. After each
 With ``config.keep_best`` the weights at the best ``monitor`` figure are kept in
 ``best.safetensors`` (and in each checkpoint, so a resumed run keeps the same ones).
 
+In a data-parallel run (``dist``, under torchrun) the engine is ``DataParallelEngine`` (each
+rank's shard of the global batch, the gradient all-reduced); rank 0 alone evaluates, sending
+each record to the others so that every rank stops alike, and alone writes the run directory;
+a Ctrl-C on any rank is agreed with the step's all-reduce, so all stop after the same step.
+
 The loop never prints. It reports through ``on_step(steps_done)`` and ``on_eval(record)`` and
 returns a :class:`RunResult`. Ctrl-C (SIGINT) is turned into a flag checked after each step:
 the loop then writes a checkpoint at that step boundary and returns ``status="interrupted"``; a
@@ -48,6 +53,7 @@ from handgrad.train.build import (
 )
 from handgrad.train.checkpoints import LoopState, checkpoint_of, restore
 from handgrad.train.config import TrainConfig
+from handgrad.train.distributed_run import DataParallelEngine, DistContext
 from handgrad.train.engines import Engine, build_engine, grad_mode
 from handgrad.train.evaluation import Record, add_test_figures, evaluation_record
 from handgrad.train.steps import BatchTransform, Plan, StepBatches, build_plan, build_transform
@@ -105,6 +111,7 @@ def train(
     handle_interrupt: bool = True,
     checkpoint: rec.Checkpoint | None = None,
     checked: bool = False,
+    dist: DistContext | None = None,
 ) -> RunResult:
     """Train as ``config`` says; write records into ``run_dir`` (if given); return the result.
 
@@ -125,6 +132,9 @@ def train(
         handle_interrupt: turn Ctrl-C into a clean stop with a checkpoint.
         checkpoint: on resume, the checkpoint already read from ``run_dir`` (else read here).
         checked: the caller already ran ``build.check_config(config)``.
+        dist: this rank's place in a data-parallel run (``handgrad.train.distributed_run``):
+            every rank trains on its shard of each global batch; rank 0 alone evaluates (the
+            records are sent to the others) and writes into ``run_dir``.
 
     Raises:
         ValueError, HandgradError: bad settings, missing data, an unreadable checkpoint.
@@ -138,7 +148,7 @@ def train(
         assert run_dir is not None
         checkpoint = rec.load_checkpoint(run_dir / rec.CHECKPOINT)
     with torch_threads(config.threads):
-        return _Run(config, data, run_dir, transform, on_step, on_eval).run(
+        return _Run(config, data, run_dir, transform, on_step, on_eval, dist).run(
             checkpoint if resume else None, handle_interrupt
         )
 
@@ -154,11 +164,20 @@ class _Run:
         transform: BatchTransform | None,
         on_step: Callable[[int], None] | None,
         on_eval: Callable[[Record], None] | None,
+        dist: DistContext | None = None,
     ) -> None:
         self.config, self.data, self.run_dir = config, data, run_dir
+        self.dist = dist
+        # Where this process writes: the run directory, or nowhere (ranks other than 0).
+        self.out = run_dir if dist is None or dist.is_main else None
         self.on_step, self.on_eval = on_step, on_eval
         self.plan = plan = build_plan(config, data.n_train)
-        self.engine: Engine = build_engine(config, *build_training_parts(config, data.n_train))
+        parts = build_training_parts(config, data.n_train)
+        self.engine: Engine
+        if dist is not None:
+            self.engine = DataParallelEngine(*parts, context=dist, config=config)
+        else:
+            self.engine = build_engine(config, *parts)
         self.schedule = build_schedule(config, data.n_train, plan.total_steps)
         if transform is None:
             transform = build_transform(config)
@@ -171,14 +190,15 @@ class _Run:
         )
         self.records: list[Record] = []
         self.fingerprint = config.fingerprint()
-        self.checkpoint_path = run_dir / rec.CHECKPOINT if run_dir is not None else None
+        self.checkpoint_path = self.out / rec.CHECKPOINT if self.out is not None else None
         self.last_checkpoint: int | None = None
         self.test_at_end = config.eval_test == "end"
         self._started = time.perf_counter()
         self._elapsed_before = 0.0
         self.meter: ls.EngineMeter | None = None
         self.measure_at: set[int] = set()
-        if config.layer_stats and ls.EngineMeter.supports(self.engine):
+        # (not in a data-parallel run: the probes would see one rank's shard, not the batch)
+        if config.layer_stats and dist is None and ls.EngineMeter.supports(self.engine):
             self.meter = ls.EngineMeter(self.engine)
             self.measure_at = set(ls.stats_steps(plan.total_steps, plan.eval_every))
         self.layer_records: list[ls.Record] = []
@@ -191,11 +211,16 @@ class _Run:
     def resume_from(self, ckpt: rec.Checkpoint) -> None:
         assert self.run_dir is not None
         restore(self.engine, self.state, ckpt, self.fingerprint, self.run_dir)
-        self.records = rec.read_metrics(self.run_dir, upto=ckpt.step)
-        if len(rec.read_metrics(self.run_dir)) != len(self.records):  # prepare_resume trimmed
-            rec.rewrite_metrics(self.run_dir, self.records)  # drop records after the checkpoint
-        ls.truncate_layers(self.run_dir, ckpt.step)  # and the layer records after it
-        self.layer_records = ls.read_layers(self.run_dir)
+        if self.out is not None:
+            self.records = rec.read_metrics(self.out, upto=ckpt.step)
+            if len(rec.read_metrics(self.out)) != len(self.records):  # prepare_resume trimmed
+                rec.rewrite_metrics(self.out, self.records)  # drop records after the checkpoint
+            ls.truncate_layers(self.out, ckpt.step)  # and the layer records after it
+            self.layer_records = ls.read_layers(self.out)
+        if self.dist is not None:  # rank 0's records, read once; every rank continues alike
+            self.records = self.dist.share(self.records, "the records at resume")
+            assert isinstance(self.engine, DataParallelEngine)
+            self.engine.check_in_step("the checkpoint read at resume")
         self.last_checkpoint = ckpt.step
         best = {k[len("best.") :]: v for k, v in ckpt.loop.items() if k.startswith("best.")}
         if self.config.keep_best and best:
@@ -205,24 +230,35 @@ class _Run:
     def evaluate(self, *, test: bool) -> Record:
         """A record of the model now; the running losses start again from it."""
         state = self.state
-        record = evaluation_record(
-            self.engine,
-            self.data,
-            self.plan,
-            state.step,
-            state.since_record(),
-            test=test,
-            test_at_end=self.test_at_end,
-        )
-        record["seconds"] = round(self.elapsed(), 3)
+        record: Record = {}
+        if self.dist is None or self.dist.is_main:  # the weights are the same on every rank
+            record = evaluation_record(
+                self.engine,
+                self.data,
+                self.plan,
+                state.step,
+                state.since_record(),
+                test=test,
+                test_at_end=self.test_at_end,
+            )
+            record["seconds"] = round(self.elapsed(), 3)
+        if self.dist is not None:
+            record = self.dist.share(record)
         state.losses.zero_()
         state.interval_start = state.step
         return record
 
+    def add_test_figures(self, record: Record) -> None:
+        """The end-of-run test figures, measured by rank 0 and sent to every rank."""
+        if self.dist is None or self.dist.is_main:
+            add_test_figures(self.engine, self.data, record)
+        if self.dist is not None:
+            record.update(self.dist.share(record, "rank 0's test figures"))
+
     def add_record(self, record: Record) -> None:
         self.records.append(record)
-        if self.run_dir is not None:
-            rec.append_metrics(self.run_dir, record)
+        if self.out is not None:
+            rec.append_metrics(self.out, record)
         if self.on_eval is not None:
             self.on_eval(record)
 
@@ -238,11 +274,11 @@ class _Run:
 
     def write_best(self) -> None:
         """``best.safetensors``: the kept best weights, with the step and figure they had."""
-        if self.run_dir is None or self.best_state is None:
+        if self.out is None or self.best_state is None:
             return
         stopping = self.state.stopping
         rec.save_model(
-            self.run_dir / rec.BEST,
+            self.out / rec.BEST,
             self.best_state,
             {
                 "model": self.config.model,
@@ -274,8 +310,8 @@ class _Run:
             for value in values:
                 slot.add_(value)
             self.layer_records.extend(records)
-            if self.run_dir is not None:
-                ls.append_layers(self.run_dir, records)
+            if self.out is not None:
+                ls.append_layers(self.out, records)
         else:
             for xb, yb in self.steps.micro_batches(step):
                 slot.add_(self.engine.forward_backward(xb, yb))
@@ -288,6 +324,8 @@ class _Run:
         """Evaluate, check and checkpoint as due after a step; ``(status, message)`` to stop."""
         state, plan, total = self.state, self.plan, self.plan.total_steps
         step = state.step
+        if isinstance(self.engine, DataParallelEngine):  # stop together: any rank's Ctrl-C
+            interrupted = self.engine.stop_agreed
         due_eval = step % plan.eval_every == 0 or step == total
         due_checkpoint = step % plan.checkpoint_every == 0 or step == total
         if not (due_eval or due_checkpoint or interrupted):
@@ -303,7 +341,7 @@ class _Run:
                 return self.diverged(step, f"the train loss is {record['train_loss']}")
             early = state.stopping.update(record)
             if self.test_at_end and (step == total or early):
-                add_test_figures(self.engine, self.data, record)
+                self.add_test_figures(record)
             self.add_record(record)
             if self.config.keep_best:
                 self.keep_best(record)
@@ -331,11 +369,13 @@ class _Run:
         config, state, total = self.config, self.state, self.plan.total_steps
         if ckpt is not None:
             self.resume_from(ckpt)
-        elif self.run_dir is not None:
-            rec.atomic_write(self.run_dir / rec.CONFIG, config.to_json().encode())
+        elif self.out is not None:
+            rec.atomic_write(self.out / rec.CONFIG, config.to_json().encode())
         self._started, self._elapsed_before = time.perf_counter(), state.elapsed
         status, message = "completed", ""
         with grad_mode(self.engine), sigint_flag(handle_interrupt) as interrupt:
+            if isinstance(self.engine, DataParallelEngine):
+                self.engine.dp.stop_vote = lambda: interrupt.requested
             if self.schedule is not None:
                 self.schedule.apply(self.engine, min(state.step, total - 1))
             if state.step == 0 and not self.records:
@@ -349,9 +389,11 @@ class _Run:
                 if stop is not None:
                     status, message = stop
                     break
-        if self.run_dir is not None and status != "diverged":
+        if isinstance(self.engine, DataParallelEngine):
+            self.engine.check_in_step("the final weights")  # no rank drifted from the others
+        if self.out is not None and status != "diverged":
             rec.save_model(
-                self.run_dir / rec.MODEL,
+                self.out / rec.MODEL,
                 self.engine.model_state(),
                 {"model": config.model, "config_sha256": self.fingerprint},
             )

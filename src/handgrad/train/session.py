@@ -7,7 +7,11 @@ The command line only parses and prints; this module does the rest, once each:
   ``threads="auto"`` is measured once, for both engines alike;
 - a resumed run reads its ``config.json`` and its checkpoint once (a damaged one fails here,
   before anything runs), and reuses the thread count that config records;
-- the closing timings (a recipe's ``forward_ms`` / ``backward_ms``) build their own engine.
+- the closing timings (a recipe's ``forward_ms`` / ``backward_ms``) build their own engine;
+- a data-parallel run (``dist``, under torchrun) does the same on every rank, then the ranks
+  agree that it went well everywhere (``DistContext.agree``) before anything is trained: rank 0
+  alone checks ``--out``, creates the run directory and holds its lock (and tells the others
+  its name), on resume rank 0 checks and tidies the run, then the others read its checkpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from handgrad.train.build import (
     preflight,
 )
 from handgrad.train.config import TrainConfig
+from handgrad.train.distributed_run import (
+    DistContext,
+    check_batches,
+    check_options,
+    check_world,
+)
 from handgrad.train.engines import ENGINES, Engine, build_engine, grad_mode
 from handgrad.train.evaluation import Record
 from handgrad.train.lock import LOCK_NAME, RunLock
@@ -73,6 +83,12 @@ class Session:
     checkpoint: rec.Checkpoint | None = None
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     lr_finder: lr_finder.LRFinderResult | None = None  # --lr auto: the finder that chose lr
+    dist: DistContext | None = None  # this rank's place in a data-parallel run
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes and prints (rank 0, or a single process)."""
+        return self.dist is None or self.dist.is_main
 
     @property
     def start_step(self) -> int:
@@ -98,16 +114,38 @@ def check_out(out: str) -> None:
         )
 
 
-def fresh_session(config: TrainConfig, *, engine: str, out: str) -> Session:
-    """A new run of ``config`` on ``engine`` (``handgrad``, ``autograd`` or ``both``)."""
+def fresh_session(
+    config: TrainConfig, *, engine: str, out: str, dist: DistContext | None = None
+) -> Session:
+    """A new run of ``config`` on ``engine`` (``handgrad``, ``autograd`` or ``both``); with
+    ``dist``, on every rank of a data-parallel run, agreed between them."""
+    if dist is None:
+        return _fresh_session(config, engine=engine, out=out, dist=None)
+
+    def start() -> Session:
+        check_options(engine=engine, threads=config.threads, lr=config.lr, find_lr=False)
+        session = _fresh_session(dist.stamp(config), engine=engine, out=out, dist=dist)
+        plan, n_train = session.plan, session.data.n_train
+        check_batches(plan.batch_size, n_train, session.config.drop_last, dist.world_size)
+        return session
+
+    session = dist.agree(start, "the start of the run")
+    dist.check_same(session.config.fingerprint())  # the same command on every rank
+    return session
+
+
+def _fresh_session(
+    config: TrainConfig, *, engine: str, out: str, dist: DistContext | None
+) -> Session:
     if engine not in (*ENGINES, "both"):
         raise ValueError(f"engine: expected handgrad, autograd or both, got {engine!r}")
     if engine != "both":
         config = config.replace(engine=engine)
     config = resolve_table(config)  # a --data-file run: its task, SHA-256 and standardization
     check_config(config)
-    check_out(out)
-    rec.check_writable(out)
+    if dist is None or dist.is_main:
+        check_out(out)
+        rec.check_writable(out)
     config, data = load_with_threads(config)
     found = None
     if config.lr == "auto":  # the LR finder first; the run records the lr it chose
@@ -116,7 +154,15 @@ def fresh_session(config: TrainConfig, *, engine: str, out: str) -> Session:
         config = config.replace(lr=float(f"{found.suggestion:.3g}"), lr_per_sample=False)
     plan = preflight(config, data)
     engines = list(ENGINES) if engine == "both" else [config.engine]
-    return Session(config=config, data=data, plan=plan, engines=engines, out=out, lr_finder=found)
+    return Session(
+        config=config,
+        data=data,
+        plan=plan,
+        engines=engines,
+        out=out,
+        lr_finder=found,
+        dist=dist,
+    )
 
 
 def find_lr_run(config: TrainConfig, *, out: str) -> tuple[Path, lr_finder.LRFinderResult]:
@@ -134,18 +180,73 @@ def find_lr_run(config: TrainConfig, *, out: str) -> tuple[Path, lr_finder.LRFin
 
 
 def resume_session(
-    run: str, *, out: str, data_dir: str | None = None, changes: list[str] | tuple[str, ...] = ()
+    run: str,
+    *,
+    out: str,
+    data_dir: str | None = None,
+    changes: list[str] | tuple[str, ...] = (),
+    dist: DistContext | None = None,
 ) -> Session:
     """The run in directory ``run`` (or named ``run`` under ``out``), ready to continue.
 
     Args:
         changes: the options that would change what the run computes (the resume guard
             refuses them: a resumed run continues exactly as configured).
+        dist: on every rank of a data-parallel run: rank 0 locks, checks and tidies the run,
+            then every other rank reads the same checkpoint.
 
     Raises:
-        HandgradError: a change asked for, no such run, or its config or checkpoint cannot be
-            read.
+        HandgradError: a change asked for, no such run, its config or checkpoint cannot be
+            read, or the run was trained on another number of processes.
     """
+    if dist is None:
+        return _resume_session(run, out=out, data_dir=data_dir, changes=changes, dist=None)
+    first = dist.agree(
+        lambda: (
+            _resume_session(run, out=out, data_dir=data_dir, changes=changes, dist=dist)
+            if dist.is_main
+            else None
+        ),
+        "the checks of the resumed run",
+    )
+    where = dist.share(str(first.resume_dir) if first is not None else None, "the run's name")
+    follower = dist.agree(  # every rank joins; rank 0 has read it already
+        lambda: None if first is not None else _follow_resume(Path(str(where)), data_dir, dist),
+        "the checkpoint read",
+    )
+    session = first if first is not None else follower
+    assert session is not None
+    return session
+
+
+def _follow_resume(run_dir: Path, data_dir: str | None, dist: DistContext) -> Session:
+    """A rank other than 0 joining the run rank 0 checked: its config and checkpoint, read."""
+    config = TrainConfig.load(run_dir / rec.CONFIG)
+    if data_dir is not None:
+        config = config.replace(data_dir=data_dir)
+    check_config(config)
+    config, data = load_with_threads(config)
+    plan = build_plan(config, data.n_train)
+    return Session(
+        config=config,
+        data=data,
+        plan=plan,
+        engines=[config.engine],
+        out=str(run_dir.parent),
+        resume_dir=run_dir,
+        checkpoint=rec.load_checkpoint(run_dir / rec.CHECKPOINT),
+        dist=dist,
+    )
+
+
+def _resume_session(
+    run: str,
+    *,
+    out: str,
+    data_dir: str | None,
+    changes: list[str] | tuple[str, ...],
+    dist: DistContext | None,
+) -> Session:
     if changes:
         flag = changes[0]
         raise HandgradError(
@@ -156,6 +257,7 @@ def resume_session(
     with contextlib.ExitStack() as failing:  # the lock is released if any check fails
         lock = failing.enter_context(RunLock(run_dir))  # one writer: before anything is read
         config = TrainConfig.load(run_dir / rec.CONFIG)
+        check_world(config, dist, run)
         if data_dir is not None:
             config = config.replace(data_dir=data_dir)
         check_config(config)
@@ -177,6 +279,7 @@ def resume_session(
         resume_dir=run_dir,
         checkpoint=point.checkpoint,
         locks=locks,
+        dist=dist,
     )
 
 
@@ -186,9 +289,19 @@ def run_dir_for(session: Session, engine: str) -> Path:
     if session.resume_dir is not None:
         return session.resume_dir
     name = session.config.name
-    path = rec.new_run_dir(session.out, name if len(session.engines) == 1 else f"{name}-{engine}")
-    session.locks.enter_context(RunLock(path))  # held until the session closes
-    return path
+    name = name if len(session.engines) == 1 else f"{name}-{engine}"
+
+    def create() -> str | None:
+        if not session.is_main:
+            return None
+        path = rec.new_run_dir(session.out, name)
+        session.locks.enter_context(RunLock(path))  # held until the session closes
+        return str(path)
+
+    if session.dist is None:
+        return Path(str(create()))
+    # Rank 0 creates it and holds its lock; the others learn its name, and start after.
+    return Path(str(session.dist.agree(create, "the run directory", shared=True)))
 
 
 def run_engine(
@@ -212,6 +325,7 @@ def run_engine(
         on_eval=on_eval,
         checkpoint=session.checkpoint,
         checked=True,
+        dist=session.dist,
     )
 
 
