@@ -29,7 +29,10 @@ def run_command(args: argparse.Namespace, config_from_args: Callable[..., Any]) 
             raise HandgradError(f"--dist-timeout: must be > 0, got {args.dist_timeout:g}")
         if args.find_lr:
             dr.check_options(engine="handgrad", threads=None, lr=None, find_lr=True)
-        context = dr.join(_device(args, config_from_args), args.dist_timeout)
+        device = dr.run_device(  # it picks the backend: gloo, or NCCL for CUDA
+            getattr(args, "device", None), args.resume, args.out, lambda: config_from_args(args)[0]
+        )
+        context = dr.join(device, args.dist_timeout)
     try:
         code = _run(args, context, config_from_args)
     except dr.PeerFailed:
@@ -46,22 +49,6 @@ def run_command(args: argparse.Namespace, config_from_args: Callable[..., Any]) 
         os._exit(2)
     dr.leave(context)
     return code
-
-
-def _device(args: argparse.Namespace, config_from_args: Callable[..., Any]) -> str:
-    """The device the run will train on, which picks the backend (gloo, or NCCL for CUDA);
-    "cpu" when it cannot be read yet (the run's own checks then say why, on rank 0)."""
-    from handgrad.train import records as rec
-    from handgrad.train.config import TrainConfig
-
-    try:
-        if getattr(args, "device", None):
-            return str(args.device)
-        if args.resume is not None:
-            return TrainConfig.load(rec.find_run(args.resume, args.out) / rec.CONFIG).device
-        return str(config_from_args(args)[0].device)
-    except (HandgradError, ValueError, TypeError, OSError):
-        return "cpu"
 
 
 def _run(args: argparse.Namespace, context: Any, config_from_args: Callable[..., Any]) -> int:
@@ -130,7 +117,7 @@ def run_engines(
             if main:
                 print(
                     f"handgrad: stopped at once; the last checkpoint in {run_dir} is intact; "
-                    f"resume with: {resume_command(session, run_dir)}",
+                    f"resume with: {ses.resume_command(session, run_dir)}",
                     file=sys.stderr,
                 )
             raise SystemExit(ses.EXIT_INTERRUPTED) from None
@@ -141,7 +128,7 @@ def run_engines(
             continue
         plot_line = None if args.no_plots else out.plots(result)  # written before "completed"
         if result.status == "interrupted" and session.dist is not None:
-            print(f"{result.message}; resume with: {resume_command(session, result.run_dir)}")
+            print(f"{result.message}; resume with: {ses.resume_command(session, result.run_dir)}")
         else:
             out.print_message(result)
         print(out.summary(result))
@@ -159,11 +146,3 @@ def run_engines(
     if recipe is not None and main:
         print(out.figures_table(recipe, measured, session.config))
     return max(ses.exit_code(r) for r in results)
-
-
-def resume_command(session: Any, run_dir: Any) -> str:
-    """The command that continues the run (under torchrun for a data-parallel one)."""
-    if session.dist is None:
-        return f"handgrad train --resume {run_dir}"
-    k = session.dist.world_size
-    return f"torchrun --nproc_per_node={k} -m handgrad train --resume {run_dir}"

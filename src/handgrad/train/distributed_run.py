@@ -37,6 +37,7 @@ from handgrad.distributed.group import DEFAULT_TIMEOUT_S, check_same_everywhere,
 from handgrad.distributed.group import fingerprint as model_fingerprint
 from handgrad.errors import HandgradError
 from handgrad.optim import Optimizer
+from handgrad.train import records as rec
 from handgrad.train.config import TrainConfig
 from handgrad.train.engines import HandgradEngine, LossModule
 
@@ -150,6 +151,22 @@ class DistContext:
     def stamp(self, config: TrainConfig) -> TrainConfig:
         """``config`` recording this group (``world_size``, ``backend``)."""
         return config.replace(world_size=self.world_size, backend=self.backend)
+
+
+def run_device(
+    device: str | None, resume: str | None, out: str, config: Callable[[], TrainConfig]
+) -> str:
+    """The device a run started this way trains on: ``device`` if given, the resumed run's
+    own, or the new config's; "cpu" when it cannot be read yet (the run's own checks then
+    say why, on rank 0)."""
+    try:
+        if device:
+            return str(device)
+        if resume is not None:
+            return TrainConfig.load(rec.find_run(resume, out) / rec.CONFIG).device
+        return str(config().device)
+    except (HandgradError, ValueError, TypeError, OSError):
+        return "cpu"
 
 
 def join(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:

@@ -363,6 +363,14 @@ def time_forward_backward(
     return statistics.median(forward), statistics.median(backward)
 
 
+def resume_command(session: Session, run_dir: object) -> str:
+    """The command that continues the run (under torchrun for a data-parallel one)."""
+    if session.dist is None:
+        return f"handgrad train --resume {run_dir}"
+    k = session.dist.world_size
+    return f"torchrun --nproc_per_node={k} -m handgrad train --resume {run_dir}"
+
+
 def exit_code(result: RunResult) -> int:
     """0 completed or early-stopped, 1 diverged, 130 interrupted."""
     if result.status == "interrupted":
