@@ -654,3 +654,11 @@ def test_a_grad_assigned_anew_on_an_unflattened_model_is_used() -> None:
     assert max_diff(plain, flat) == 0.0
     (unassigned, _, _), _ = _plain_and_flat_runs(6)
     assert max_diff(plain, unassigned) > 1e-6
+
+
+def test_a_flattened_model_keeps_the_one_pass_loop_under_the_plain_step() -> None:
+    (_, _, _), (_, flat_calls, opt) = _plain_and_flat_runs(6)
+    assert flat_calls == 1
+    arena = opt._arenas[0]
+    if opt.fused:  # one compiled pass over the flat buffer, not one per parameter
+        assert arena.fused_arrays is not None and arena.each_arrays is None

@@ -499,8 +499,8 @@ class Optimizer(torch.optim.Optimizer):
                 self._update_fused(arrays, value(state.get("step", 0.0)), group)
             arena.adopt(i, state)  # state the update created (SGD's first momentum buffer)
         self._check_uniform(arena, group)
-        if self._fused and arena.compiled:
-            self._plan_each(arena, group)
+        if self._fused and arena.compiled and not (arena.uniform and arena.find_flat_grad()):
+            self._plan_each(arena, group)  # (a flat group takes the one-pass loop instead)
 
     def _plan_each(self, arena: Arena, group: dict[str, Any]) -> None:
         """Make the per-parameter compiled step of a group whose parameters are not flat (or
