@@ -315,3 +315,29 @@ def test_every_global_batch_needs_a_row_per_rank() -> None:
         check_batches(899, 900, False, 2)
     with pytest.raises(HandgradError, match="each batch has 2 rows, fewer than the 3 ranks"):
         check_batches(2, 900, False, 3)
+
+
+@pytest.mark.parametrize("extra", [["--lr", "0.002"], ["--epochs", "2"]], ids=["lr", "epochs"])
+def test_ranks_started_with_different_configs_stop_at_start(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    # torchrun gives every rank the same command line; a launcher that changes rank 1's (as a
+    # wrong script or environment would) must stop both ranks before any step, in one line.
+    launcher = tmp_path / "handgrad_launcher.py"
+    launcher.write_text(
+        "import os, sys\n"
+        "from handgrad.cli.main import main\n"
+        "args = sys.argv[1:]\n"
+        "if os.environ.get('RANK') == '1':\n"
+        f"    args += {extra!r}\n"
+        "sys.exit(main(args))\n"
+    )
+    cmd = torchrun_command(["--epochs", "1", "--out", "runs", *QUIET])
+    at = cmd.index("-m", 3)
+    cmd[at : at + 2] = [str(launcher)]  # the launcher in place of "-m handgrad"
+    code, out, err = run(cmd, tmp_path, timeout=120)
+    assert code != 0
+    ours = [line for line in err.splitlines() if line.startswith("handgrad:")]
+    assert ours and all("differ from rank 0" in line for line in ours), err
+    assert "ranks [1]" in ours[0]
+    assert not any((tmp_path / "runs").glob("*/metrics.jsonl"))  # no step was recorded
