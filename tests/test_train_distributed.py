@@ -335,7 +335,7 @@ def test_ranks_started_with_different_configs_stop_at_start(
     cmd = torchrun_command(["--epochs", "1", "--out", "runs", *QUIET])
     at = cmd.index("-m", 3)
     cmd[at : at + 2] = [str(launcher)]  # the launcher in place of "-m handgrad"
-    code, out, err = run(cmd, tmp_path, timeout=120)
+    code, _, err = run(cmd, tmp_path, timeout=120)
     assert code != 0
     ours = [line for line in err.splitlines() if line.startswith("handgrad:")]
     assert ours and all("differ from rank 0" in line for line in ours), err
