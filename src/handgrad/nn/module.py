@@ -146,28 +146,25 @@ def fresh_grad(param: Tensor) -> Tensor:
     a gradient you want to keep.)
     """
     slot = getattr(param, GRAD_SLOT, None)
-    if (
-        slot is not None
-        and slot.shape == param.shape
-        and slot.dtype == param.dtype
-        and slot.device == param.device
-    ):
-        param.grad = slot
-        return slot
+    if slot is not None:
+        try:
+            param.grad = slot  # torch checks its size, dtype and device against the parameter's
+            return slot
+        except RuntimeError:
+            pass  # moved or reshaped since it was flattened: a gradient tensor of its own
     box = getattr(param, _OWN_GRAD, None)
     if box is None:
         box = _GradBox()
         setattr(param, _OWN_GRAD, box)
     slot = box.tensor
-    if (
-        slot is None
-        or sys.getrefcount(slot) != _ALONE
-        or slot.shape != param.shape
-        or slot.dtype != param.dtype
-        or slot.device != param.device
-    ):
-        slot = torch.empty_like(param)
-        box.tensor = slot
+    if slot is not None and sys.getrefcount(slot) == _ALONE:  # nobody else holds it
+        try:
+            param.grad = slot
+            return slot
+        except RuntimeError:
+            pass  # the parameter changed shape, dtype or device
+    slot = torch.empty_like(param)
+    box.tensor = slot
     param.grad = slot
     return slot
 
