@@ -662,3 +662,11 @@ def test_a_flattened_model_keeps_the_one_pass_loop_under_the_plain_step() -> Non
     arena = opt._arenas[0]
     if opt.fused:  # one compiled pass over the flat buffer, not one per parameter
         assert arena.fused_arrays is not None and arena.each_arrays is None
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "RAdam", "Adamax", "Adagrad", "RMSprop", "SGD"])
+def test_a_shared_option_is_checked_once_and_named_once(name: str) -> None:
+    # eps, weight_decay and betas have one rule in the base class, for every kind that has them
+    with pytest.raises(ValueError) as err:
+        getattr(ho, name)(fresh(), weight_decay=-1.0)
+    assert str(err.value) == f"{name}: weight_decay must be >= 0, got -1.0"

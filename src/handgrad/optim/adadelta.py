@@ -57,8 +57,6 @@ class Adadelta(Optimizer):
     def _validate(cls, group: Mapping[str, Any], where: str) -> None:
         super()._validate(group, where)
         check_number(where, "rho", group["rho"], low=0.0, high=1.0)
-        check_number(where, "eps", group["eps"], low=0.0)
-        check_number(where, "weight_decay", group["weight_decay"], low=0.0)
 
     def _state_names(self, group: Mapping[str, Any]) -> set[str]:
         return {"step", "square_avg", "acc_delta"}

@@ -71,7 +71,7 @@ class Adagrad(Optimizer):
     @classmethod
     def _validate(cls, group: Mapping[str, Any], where: str) -> None:
         super()._validate(group, where)
-        for name in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+        for name in ("lr_decay", "initial_accumulator_value"):
             check_number(where, name, group[name], low=0.0)
 
     def _state_names(self, group: Mapping[str, Any]) -> set[str]:

@@ -14,9 +14,7 @@ from handgrad.optim import kernels
 from handgrad.optim.optimizer import (
     TORCH_EXTRAS,
     Optimizer,
-    check_betas,
     check_bool,
-    check_number,
     scalar_dtype,
     value,
 )
@@ -92,11 +90,7 @@ class Adam(Optimizer):
     @classmethod
     def _validate(cls, group: Mapping[str, Any], where: str) -> None:
         super()._validate(group, where)
-        check_betas(where, group["betas"])
-        check_number(where, "eps", group["eps"], low=0.0)
-        check_number(where, "weight_decay", group["weight_decay"], low=0.0)
         check_bool(where, "amsgrad", group["amsgrad"])
-        check_bool(where, "decoupled_weight_decay", group.get("decoupled_weight_decay", False))
 
     def _state_names(self, group: Mapping[str, Any]) -> set[str]:
         names = {"step", "exp_avg", "exp_avg_sq"}

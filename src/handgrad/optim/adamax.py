@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from handgrad.optim.optimizer import Optimizer, check_betas, check_number, scalar_dtype, value
+from handgrad.optim.optimizer import Optimizer, scalar_dtype, value
 
 
 class Adamax(Optimizer):
@@ -51,13 +51,6 @@ class Adamax(Optimizer):
             "maximize": maximize,
         }
         super().__init__(params, defaults)
-
-    @classmethod
-    def _validate(cls, group: Mapping[str, Any], where: str) -> None:
-        super()._validate(group, where)
-        check_betas(where, group["betas"])
-        check_number(where, "eps", group["eps"], low=0.0)
-        check_number(where, "weight_decay", group["weight_decay"], low=0.0)
 
     def _state_names(self, group: Mapping[str, Any]) -> set[str]:
         return {"step", "exp_avg", "exp_inf"}

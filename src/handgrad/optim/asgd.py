@@ -73,7 +73,6 @@ class ASGD(Optimizer):
         check_number(where, "lambd", group["lambd"])
         check_number(where, "alpha", group["alpha"])
         check_number(where, "t0", group["t0"])
-        check_number(where, "weight_decay", group["weight_decay"], low=0.0)
 
     def _state_names(self, group: Mapping[str, Any]) -> set[str]:
         return {"step", "eta", "mu", "ax"}

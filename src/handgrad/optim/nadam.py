@@ -10,8 +10,6 @@ from torch import Tensor
 
 from handgrad.optim.optimizer import (
     Optimizer,
-    check_betas,
-    check_bool,
     check_number,
     scalar_dtype,
     value,
@@ -80,11 +78,7 @@ class NAdam(Optimizer):
     @classmethod
     def _validate(cls, group: Mapping[str, Any], where: str) -> None:
         super()._validate(group, where)
-        check_betas(where, group["betas"])
-        check_number(where, "eps", group["eps"], low=0.0)
-        check_number(where, "weight_decay", group["weight_decay"], low=0.0)
         check_number(where, "momentum_decay", group["momentum_decay"], low=0.0)
-        check_bool(where, "decoupled_weight_decay", group["decoupled_weight_decay"])
 
     def _state_names(self, group: Mapping[str, Any]) -> set[str]:
         return {"step", "mu_product", "exp_avg", "exp_avg_sq"}

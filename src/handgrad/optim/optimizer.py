@@ -125,7 +125,10 @@ class Optimizer(torch.optim.Optimizer):
         try:
             super().__init__(params, {**defaults, **self.group_extras})
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+            said = str(err)  # the option checks name the optimizer already
+            raise ValueError(
+                said if said.startswith(f"{where}: ") else f"{where}: {said}"
+            ) from None
 
     # -- what subclasses provide ----------------------------------------------------------
     @classmethod
@@ -137,6 +140,14 @@ class Optimizer(torch.optim.Optimizer):
         for key, ok in TORCH_EXTRAS.items():
             if group.get(key, ok) not in (ok, False, None):
                 raise ValueError(f"{where}: {key}={group[key]!r} is not supported by handgrad")
+        # The options several kinds share, one rule each wherever they appear.
+        if "betas" in group:
+            check_betas(where, group["betas"])
+        for name in ("eps", "weight_decay"):
+            if name in group:
+                check_number(where, name, group[name], low=0.0)
+        if "decoupled_weight_decay" in group:
+            check_bool(where, "decoupled_weight_decay", group["decoupled_weight_decay"])
 
     def _state_names(self, group: Mapping[str, Any]) -> set[str]:
         """The keys of a parameter's state under these options, once it has taken a step."""

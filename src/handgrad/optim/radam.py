@@ -10,9 +10,6 @@ from torch import Tensor
 
 from handgrad.optim.optimizer import (
     Optimizer,
-    check_betas,
-    check_bool,
-    check_number,
     scalar_dtype,
     value,
 )
@@ -73,14 +70,6 @@ class RAdam(Optimizer):
             "maximize": maximize,
         }
         super().__init__(params, defaults)
-
-    @classmethod
-    def _validate(cls, group: Mapping[str, Any], where: str) -> None:
-        super()._validate(group, where)
-        check_betas(where, group["betas"])
-        check_number(where, "eps", group["eps"], low=0.0)
-        check_number(where, "weight_decay", group["weight_decay"], low=0.0)
-        check_bool(where, "decoupled_weight_decay", group["decoupled_weight_decay"])
 
     def _state_names(self, group: Mapping[str, Any]) -> set[str]:
         return {"step", "exp_avg", "exp_avg_sq"}

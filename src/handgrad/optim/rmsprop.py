@@ -83,8 +83,6 @@ class RMSprop(Optimizer):
     def _validate(cls, group: Mapping[str, Any], where: str) -> None:
         super()._validate(group, where)
         check_number(where, "alpha", group["alpha"], low=0.0, high=1.0, high_open=True)
-        check_number(where, "eps", group["eps"], low=0.0)
-        check_number(where, "weight_decay", group["weight_decay"], low=0.0)
         check_number(where, "momentum", group["momentum"], low=0.0)
         check_bool(where, "centered", group["centered"])
 

@@ -88,7 +88,6 @@ class SGD(Optimizer):
         super()._validate(group, where)
         check_number(where, "momentum", group["momentum"], low=0.0)
         check_number(where, "dampening", group["dampening"], low=0.0, high=1.0)
-        check_number(where, "weight_decay", group["weight_decay"], low=0.0)
         check_bool(where, "nesterov", group["nesterov"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(
