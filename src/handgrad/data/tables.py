@@ -22,6 +22,7 @@ import io
 import math
 import os
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,12 +128,12 @@ def _finish(
     return Table(x, y, names, target, chosen, classes)
 
 
-def read_csv(
-    path: str | os.PathLike[str], target: str, *, task: str | None = None, min_classes: int = 2
-) -> Table:
-    """A CSV with a header row; ``target`` names the target column, the others are features
-    and must be numbers. Rows are named by their line number in the file (the header is 1)."""
-    path = Path(path)
+def open_csv(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+    """The header row of a UTF-8 CSV (cells stripped) and a reader of the rows after it.
+
+    Raises:
+        HandgradError: the file is too large, not UTF-8, or has no header.
+    """
     _check_size(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -142,16 +143,24 @@ def read_csv(
     header = next(rows, None)
     if not header or all(not h.strip() for h in header):
         raise HandgradError(f"{path}: empty; expected a header row naming the columns")
-    header = [h.strip() for h in header]
-    if target not in header:
-        raise HandgradError(f"{path}: no column {target!r}; the columns are {', '.join(header)}")
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise HandgradError(f"{path}: column names repeat: {', '.join(dupes)}")
-    t = header.index(target)
-    features = [i for i in range(len(header)) if i != t]
-    if not features:
-        raise HandgradError(f"{path}: only the target column {target!r}; no features")
+    return [h.strip() for h in header], rows
+
+
+def csv_values(
+    path: Path,
+    rows: Iterable[list[str]],
+    header: list[str],
+    columns: list[int],
+    target: int | None,
+) -> tuple[list[list[float]], list[str]]:
+    """The numbers in ``columns`` of each row (one list a row) and the target cells (column
+    ``target``, stripped; none if None). Blank rows are skipped; rows are named by their line
+    (the header is 1).
+
+    Raises:
+        HandgradError: a row of the wrong length, a missing or non-numeric value, a missing
+            target, more than ``MAX_CELLS`` values, or no rows at all.
+    """
     xs: list[list[float]] = []
     ys: list[str] = []
     for line, row in enumerate(rows, start=2):
@@ -162,7 +171,7 @@ def read_csv(
                 f"{path}: row {line}: {len(row)} values, but the header has {len(header)} columns"
             )
         values = []
-        for i in features:
+        for i in columns:
             cell = row[i].strip()
             if cell.lower() in MISSING:
                 raise HandgradError(f"{path}: row {line}, column {header[i]!r}: missing value")
@@ -172,15 +181,38 @@ def read_csv(
                     f"{path}: row {line}, column {header[i]!r}: {cell[:40]!r} is not a number"
                 )
             values.append(value)
-        label = row[t].strip()
-        if label.lower() in MISSING:
-            raise HandgradError(f"{path}: row {line}, column {target!r}: missing target value")
+        if target is not None:
+            label = row[target].strip()
+            if label.lower() in MISSING:
+                raise HandgradError(
+                    f"{path}: row {line}, column {header[target]!r}: missing target value"
+                )
+            ys.append(label)
         xs.append(values)
-        ys.append(label)
-        if len(xs) * len(features) > MAX_CELLS:
+        if len(xs) * len(columns) > MAX_CELLS:
             raise HandgradError(f"{path}: more than the limit of {MAX_CELLS:,} cells")
     if not xs:
         raise HandgradError(f"{path}: a header but no rows")
+    return xs, ys
+
+
+def read_csv(
+    path: str | os.PathLike[str], target: str, *, task: str | None = None, min_classes: int = 2
+) -> Table:
+    """A CSV with a header row; ``target`` names the target column, the others are features
+    and must be numbers. Rows are named by their line number in the file (the header is 1)."""
+    path = Path(path)
+    header, rows = open_csv(path)
+    if target not in header:
+        raise HandgradError(f"{path}: no column {target!r}; the columns are {', '.join(header)}")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise HandgradError(f"{path}: column names repeat: {', '.join(dupes)}")
+    t = header.index(target)
+    features = [i for i in range(len(header)) if i != t]
+    if not features:
+        raise HandgradError(f"{path}: only the target column {target!r}; no features")
+    xs, ys = csv_values(path, rows, header, features, t)
     numbers = [_number(v) for v in ys]
     y = np.array(numbers, dtype=np.float64) if None not in numbers else np.array(ys)
     names = [header[i] for i in features]

@@ -292,18 +292,7 @@ def read_rows(path: str | Path, info: dict[str, Any]) -> tuple[np.ndarray, np.nd
 def _read_rows_csv(
     path: Path, names: list[str], target: str
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    import csv
-    import io
-
-    tables._check_size(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise HandgradError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip() for h in next(reader, [])]
-    if not header:
-        raise HandgradError(f"{path}: empty; expected a header row naming the columns")
+    header, reader = tables.open_csv(path)
     missing = [n for n in names if n not in header]
     if missing:
         raise HandgradError(f"{path}: no column {missing[0]!r}; the run's features are "
@@ -313,33 +302,7 @@ def _read_rows_csv(
         raise HandgradError(f"{path}: column {extra[0]!r} is not a feature of the run")
     columns = [header.index(n) for n in names]
     t = header.index(target) if target in header else None
-    xs: list[list[float]] = []
-    ys: list[str] = []
-    for line, row in enumerate(reader, start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise HandgradError(
-                f"{path}: row {line}: {len(row)} values, but the header has {len(header)} columns"
-            )
-        values = []
-        for i in columns:
-            cell = row[i].strip()
-            if cell.lower() in tables.MISSING:
-                raise HandgradError(f"{path}: row {line}, column {header[i]!r}: missing value")
-            value = tables._number(cell)
-            if value is None:
-                raise HandgradError(
-                    f"{path}: row {line}, column {header[i]!r}: {cell[:40]!r} is not a number"
-                )
-            values.append(value)
-        xs.append(values)
-        if t is not None:
-            ys.append(row[t].strip())
-        if len(xs) * len(columns) > tables.MAX_CELLS:
-            raise HandgradError(f"{path}: more than the limit of {tables.MAX_CELLS:,} cells")
-    if not xs:
-        raise HandgradError(f"{path}: a header but no rows")
+    xs, ys = tables.csv_values(path, reader, header, columns, t)
     return np.array(xs, dtype=np.float64), (np.array(ys) if t is not None else None)
 
 
