@@ -204,6 +204,36 @@ class _Kept:
     grads: list[Tensor] = field(default_factory=list)
 
 
+def _kept_records(
+    step: int,
+    layers: list[tuple[str, Any]],
+    kept: list[_Kept],
+    before: list[dict[str, Tensor]] | None,
+) -> list[Record]:
+    """One record per ``(name, layer)`` from its kept outputs ``(B, *)`` and the gradients
+    that reached them (joined over micro-batches, each row flattened to ``(B, features)``);
+    ``before``: each layer's parameters before the step, for the update ratios."""
+    out = []
+    for i, (name, layer) in enumerate(layers):
+        outputs, grads = kept[i].outputs, kept[i].grads
+        params = _own_params(layer)
+        out.append(
+            layer_figures(
+                step=step,
+                name=name,
+                kind=type(layer).__name__,
+                output=torch.cat([o.reshape(o.shape[0], -1) for o in outputs]),
+                grad_output=torch.cat([g.reshape(g.shape[0], -1) for g in grads])
+                if len(grads) == len(outputs)
+                else None,
+                params=params,
+                grads={n: p.grad for n, p in params.items()},
+                before=before[i] if before is not None else None,
+            )
+        )
+    return out
+
+
 class SequentialProbe:
     """Run a handgrad ``Sequential`` child by child and keep what each child produced.
 
@@ -270,27 +300,9 @@ class SequentialProbe:
 
     def records(self, step: int, before: list[dict[str, Tensor]] | None = None) -> list[Record]:
         """One record per layer from what was kept (call before ``opt.zero_grad()``)."""
-        out = []
-        for i, (name, layer) in enumerate(self.layers):
-            kept = self._kept[i]
-            if not kept.outputs:
-                raise ValueError("SequentialProbe.records: call forward and backward first")
-            params = _own_params(layer)
-            out.append(
-                layer_figures(
-                    step=step,
-                    name=name,
-                    kind=type(layer).__name__,
-                    output=torch.cat([o.reshape(o.shape[0], -1) for o in kept.outputs]),
-                    grad_output=torch.cat([g.reshape(g.shape[0], -1) for g in kept.grads])
-                    if len(kept.grads) == len(kept.outputs)
-                    else None,
-                    params=params,
-                    grads={n: p.grad for n, p in params.items()},
-                    before=before[i] if before is not None else None,
-                )
-            )
-        return out
+        if any(not kept.outputs for kept in self._kept):
+            raise ValueError("SequentialProbe.records: call forward and backward first")
+        return _kept_records(step, self.layers, self._kept, before)
 
 
 def probe_step(
@@ -372,25 +384,7 @@ class TorchProbe:
         return [{n: p.detach().clone() for n, p in _own_params(m).items()} for _, m in self.layers]
 
     def records(self, step: int, before: list[dict[str, Tensor]] | None = None) -> list[Record]:
-        out = []
-        for i, (name, layer) in enumerate(self.layers):
-            kept = self._kept[i]
-            params = _own_params(layer)
-            out.append(
-                layer_figures(
-                    step=step,
-                    name=name,
-                    kind=type(layer).__name__,
-                    output=torch.cat([o.reshape(o.shape[0], -1) for o in kept.outputs]),
-                    grad_output=torch.cat([g.reshape(g.shape[0], -1) for g in kept.grads])
-                    if len(kept.grads) == len(kept.outputs)
-                    else None,
-                    params=params,
-                    grads={n: p.grad for n, p in params.items()},
-                    before=before[i] if before is not None else None,
-                )
-            )
-        return out
+        return _kept_records(step, self.layers, self._kept, before)
 
 
 # -- a measured step of either engine -------------------------------------------------------
