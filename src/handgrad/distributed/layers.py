@@ -97,6 +97,9 @@ class SyncBatchNorm(BatchNorm1d):
         return x_hat * self.weight.view(shape)
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        # dL/dγ = Σ_local dL/dy·x̂, dL/dβ = Σ_local dL/dy (each rank its share; the gradient
+        # all-reduce sums them). With g = dL/dy·γ and means over the N rows of the global batch
+        # ([AR] Σ g and [AR] Σ g·x̂, one collective):  dL/dx = (g − mean g − x̂·mean g·x̂)·σ⁻¹.
         n_total = self.__dict__.get("_n_total", 0)
         shard = _shard_of(self)
         if not n_total or shard is None:
