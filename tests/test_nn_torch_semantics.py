@@ -323,3 +323,98 @@ def _saved_size(model: nn.Module) -> int:
     buffer = io.BytesIO()
     torch.save(model, buffer)
     return buffer.tell()
+
+
+def _pending_forward_then(overwrite: str) -> tuple[nn.Module, Tensor, Tensor]:
+    """A Linear's forward on x1 waits for its backward while ``overwrite`` runs the layer on
+    x2 in a way that goes around ``__call__``'s record; returns (layer, x1, g)."""
+    torch.manual_seed(0)
+    layer: nn.Module = nn.Linear(5, 3).double()
+    x1, _ = _data()
+    x2 = x1 * 3 + 1
+    out = layer(x1)
+    if overwrite == "direct forward":
+        layer.forward(x2)
+    elif overwrite == "no_saved_state":
+        with nn.no_saved_state():
+            layer(x2)
+    elif overwrite == "deepcopy":
+        import copy
+
+        layer = copy.deepcopy(layer)
+        layer.forward(x2)
+    elif overwrite == "pickle":
+        buffer = io.BytesIO()
+        torch.save(layer, buffer)
+        buffer.seek(0)
+        layer = torch.load(buffer, weights_only=False)
+        layer.forward(x2)
+    return layer, x1, torch.ones_like(out)
+
+
+@pytest.mark.parametrize(
+    "overwrite",
+    ["direct forward", "no_saved_state", "deepcopy", "pickle"],
+)
+def test_a_waiting_forward_keeps_its_input_whatever_runs_the_layer_meanwhile(
+    overwrite: str,
+) -> None:
+    # A forward's record points at the module's attributes until something overwrites them;
+    # each way of overwriting them copies them first, so the backward is x1's.
+    layer, x1, g = _pending_forward_then(overwrite)
+    layer.zero_grad()
+    layer.backward(g)
+    assert layer.weight.grad is not None
+    assert torch.allclose(layer.weight.grad, g.t() @ x1, atol=1e-12)
+
+
+def test_a_forward_replaced_on_the_class_is_the_one_that_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layer = nn.Tanh()
+    x, _ = _data()
+    calls: list[int] = []
+    original = nn.Tanh.forward
+
+    def counted(self: nn.Tanh, x: Tensor) -> Tensor:
+        calls.append(1)
+        return original(self, x)
+
+    monkeypatch.setattr(nn.Tanh, "forward", counted)
+    out = layer(x)
+    layer.forward(x * 2)  # a direct call of the new forward, between forward and backward
+    grad = layer.backward(torch.ones_like(out), input_grad=True)
+    assert len(calls) == 2
+    assert torch.allclose(grad, 1 - torch.tanh(x) ** 2, atol=1e-12)
+
+
+def test_a_forward_set_on_the_instance_keeps_each_use_apart() -> None:
+    # An instance's own forward (here the unwrapped one, which copies nothing), set while an
+    # earlier use waits: __call__'s general path keeps that use's attributes first.
+    torch.manual_seed(0)
+    square = nn.Linear(4, 4).double()
+    raw = type(square).forward._hg_raw  # type: ignore[attr-defined]
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.square = square
+
+        def forward(self, x: Tensor) -> Tensor:
+            self._h = torch.tanh(self.square(x))
+            square.forward = lambda x: raw(square, x)  # type: ignore[method-assign]
+            return self.square(self._h)
+
+        def backward(self, g: Tensor) -> None:
+            g_h = self.square.backward(g, input_grad=True)
+            self.square.backward(g_h * (1 - self._h**2))
+
+    x, g = torch.randn(8, 4, dtype=D), torch.randn(8, 4, dtype=D)
+    twin = to_torch(square)
+    twin(torch.tanh(twin(x))).backward(g)
+    model = Twice()
+    model.zero_grad()
+    model(x)
+    model.backward(g)
+    assert square.weight.grad is not None and twin.weight.grad is not None
+    assert torch.allclose(square.weight.grad, twin.weight.grad, atol=1e-12)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -24,6 +25,7 @@ from torch import Tensor
 
 
 _ROW_BLOCK = 1024  # rows per product in linear_forward for large batches
+_linear = torch.nn.functional.linear
 
 
 def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -33,9 +35,9 @@ def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """
     n = x.shape[0]
     if n < _ROW_BLOCK * 4 or weight.shape[0] > 256:
-        if bias is None:
-            return torch.mm(x, weight.t())  # (N, D_out)
-        return torch.addmm(bias, x, weight.t())  # (N, D_out)
+        # torch's ``linear`` is this same ``addmm(b, x, Wᵀ)`` (``mm`` without b), bit for bit,
+        # in one call from Python where ``weight.t()`` and the product are two.
+        return _linear(x, weight, bias)  # (N, D_out)
     # Large batches into a narrow layer go in blocks of rows: the same products, bit for bit,
     # but BLAS runs such a tall, thin product about 25% faster in row blocks that stay in cache
     # (bench/limit.py, 60,000 x 784 into 100; into 800 it is a little slower, so not there).
@@ -75,7 +77,10 @@ def linear_backward(
     if grad_weight is None:
         grad_weight = torch.mm(grad_out_t, x)  # (D_out, D_in)
     elif write[0]:
-        grad_weight.addmm_(grad_out_t, x, beta=0)  # (D_out, D_in), = (beta 0 reads nothing)
+        try:
+            torch.mm(grad_out_t, x, out=grad_weight)  # (D_out, D_in), = (old values unread)
+        except RuntimeError:
+            _write_without_grad(torch.mm, grad_out_t, x, grad_weight)
     else:
         grad_weight.addmm_(grad_out_t, x)  # (D_out, D_in), += in place
     if not has_bias:
@@ -84,10 +89,24 @@ def linear_backward(
     if grad_bias is None:
         grad_bias = torch.mv(grad_out_t, ones)  # (D_out,)
     elif write[1]:
-        grad_bias.addmv_(grad_out_t, ones, beta=0)  # (D_out,), =
+        try:
+            torch.mv(grad_out_t, ones, out=grad_bias)  # (D_out,), =
+        except RuntimeError:
+            _write_without_grad(torch.mv, grad_out_t, ones, grad_bias)
     else:
         grad_bias.addmv_(grad_out_t, ones)  # (D_out,), += in place
     return grad_x, grad_weight, grad_bias
+
+
+def _write_without_grad(
+    product: Callable[..., Tensor], a: Tensor, b: Tensor, out: Tensor
+) -> None:
+    """``product(a, b, out=out)`` that failed: again with autograd off if an input requires
+    grad (torch refuses ``out=`` there; a gradient is data, as torch's own are)."""
+    if not (a.requires_grad or b.requires_grad):
+        product(a, b, out=out)  # the error was another: raise it
+    with torch.no_grad():
+        product(a, b, out=out)
 
 
 @functools.lru_cache(maxsize=32)
@@ -330,10 +349,11 @@ def squared_error_backward(x: Tensor, target: Tensor, grad_out: Tensor | float) 
 def soft_targets(
     target: Tensor, num_classes: int, label_smoothing: float, dtype: torch.dtype
 ) -> Tensor:
-    """q = (1 − ε)·t + ε/C, with t one-hot of class indices (N,) or probabilities (N, C)."""
+    """q = (1 − ε)·t + ε/C, with t one-hot of class indices (N,) or (N, 1), or probabilities
+    (N, C)."""
     if target.dtype in (torch.int64, torch.int32, torch.uint8):
         q = torch.zeros(target.shape[0], num_classes, dtype=dtype, device=target.device)
-        q.scatter_(1, target.long().unsqueeze(1), 1.0)  # (N, C)
+        q.scatter_(1, target.long().reshape(-1, 1), 1.0)  # (N, C)
     else:
         q = target.to(dtype)  # (N, C)
     if label_smoothing > 0:
@@ -361,16 +381,20 @@ def cross_entropy_forward(
     same stable form in one call, which matters at small batches); for a class index t,
     ℓ = −log softmax(x)_t.
 
-    Shapes: logits (N, C), target (N,) int64 or (N, C) probabilities
-    → (ℓ (N,), log softmax (N, C), kept for the backward pass).
+    Shapes: logits (N, C), target (N, 1) int64 class indices (``index_column``) or (N, C)
+    probabilities → (ℓ (N, 1), log softmax (N, C), kept for the backward pass). The column
+    shapes save a reshape each way at small batches, where each costs as much as the math.
     """
     log_p = _log_softmax_rows(logits)  # (N, C)
     if label_smoothing == 0.0 and not target.is_floating_point():
-        losses = log_p.gather(1, target.unsqueeze(1)).view(-1).neg_()  # (N,)
-    else:
-        q = soft_targets(target, logits.shape[1], label_smoothing, logits.dtype)  # (N, C)
-        losses = (q * log_p).sum(1).neg_()  # (N,)
-    return losses, log_p
+        return log_p.gather(1, target).neg_(), log_p  # (N, 1)
+    q = soft_targets(target, logits.shape[1], label_smoothing, logits.dtype)  # (N, C)
+    return (q * log_p).sum(1, keepdim=True).neg_(), log_p  # (N, 1)
+
+
+def index_column(target: Tensor) -> Tensor:
+    """Class indices (N,) as the (N, 1) column that ``gather`` and ``scatter_add_`` take."""
+    return target.unsqueeze(1)  # (N, 1)
 
 
 def cross_entropy_backward(
@@ -385,9 +409,10 @@ def cross_entropy_backward(
     softmax = e^(log softmax); computed as softmax · g, then −g added at each target class
     (the order in which torch's own backward rounds).
 
-    Shapes: log_p (N, C), target (N,) or (N, C); grad_out g a number or 0-d tensor (one for
-    every sample) or (N,); ``minus_grad_out`` an optional (N, 1) tensor of −g that a caller
-    may keep between calls (a scalar's negation, made here otherwise) → (N, C).
+    Shapes: log_p (N, C), target (N, 1) class indices (``index_column``) or (N, C)
+    probabilities; grad_out g a number or 0-d tensor (one for every sample) or (N,);
+    ``minus_grad_out`` an optional (N, 1) tensor of −g that a caller may keep between calls
+    (a scalar's negation, made here otherwise) → (N, C).
     """
     n = log_p.shape[0]
     if isinstance(grad_out, Tensor) and grad_out.dim() == 1:
@@ -400,7 +425,7 @@ def cross_entropy_backward(
         if minus_grad_out is None:
             g = torch.as_tensor(grad_out, dtype=log_p.dtype, device=log_p.device)
             minus_grad_out = g.neg().expand(n, 1)  # (N, 1)
-        return grad.scatter_add_(1, target.unsqueeze(1), minus_grad_out)  # (N, C)
+        return grad.scatter_add_(1, target, minus_grad_out)  # (N, C)
     q = soft_targets(target, log_p.shape[1], label_smoothing, log_p.dtype)  # (N, C)
     return grad.sub_(q * grad_out)  # (N, C)
 

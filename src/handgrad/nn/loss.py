@@ -41,14 +41,16 @@ class Loss(Module):
         """dL/d(input) of the last call; ``grad_output`` scales it (a tensor for 'none')."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
-    def _reduce(self, values: Tensor) -> Tensor:
+    def _reduce(self, values: Tensor, shape: torch.Size | None = None) -> Tensor:
+        """'mean', 'sum' or 'none' of the per-element losses ``values``, given in ``shape``
+        if they come in another (CrossEntropyLoss's (N, 1) column for shape (N,))."""
         self._count = values.numel()
-        self._out_shape = values.shape
+        self._out_shape = values.shape if shape is None else shape
         if self.reduction == "mean":
             return values.mean()
         if self.reduction == "sum":
             return values.sum()
-        return values
+        return values if shape is None else values.view(shape)
 
     def _upstream(self, grad_output: Tensor | float | None) -> Tensor | float:
         """dL/d(values): the reduction's scale times ``grad_output``, a number or a tensor."""
@@ -259,13 +261,14 @@ class CrossEntropyLoss(_ClassLoss):
             check_input(self, input, expected="(N, C)")
             _check_targets(self, input, target)
         if self._fast(input, target):
+            column = F.index_column(target)  # (N, 1)
             try:
-                losses, log_p = F.cross_entropy_forward(input, target, self.label_smoothing)
+                losses, log_p = F.cross_entropy_forward(input, column, self.label_smoothing)
             except RuntimeError:
                 pass  # an ignored or an out-of-range index: the general path says which
             else:
-                self._log_p, self._target, self._rows = log_p, target, None
-                return self._reduce(losses)
+                self._log_p, self._target, self._rows = log_p, column, None
+                return self._reduce(losses, target.shape)  # losses (N, 1)
         check_input(self, input, min_ndim=1, expected="(N, C), (N, C, d1, ...) or (C,)")
         self._log_p = self._target = None
         return self._general(input, target, log_softmax=True)

@@ -52,6 +52,24 @@ _MISSING = object()
 _NO_ARG = object()  # backward() called with no gradient (a loss's scalar default)
 
 
+class _Lazy:
+    """A record's values that are still the module's attributes (see ``Module.__call__``).
+
+    Pickled and copied by name, so a copied module's record still says so.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "_LAZY"
+
+    def __repr__(self) -> str:
+        return "<saved state: the module's attributes>"
+
+
+_LAZY = _Lazy()
+
+
 def _nothing(_: object) -> tuple[()]:
     return ()
 
@@ -200,6 +218,34 @@ def grad_of(param: Tensor) -> Tensor:
     return grad
 
 
+def _keep_values(module: Module, tape: list[tuple[Any, ...]]) -> None:
+    """Copy into the record on top of ``tape`` the attributes its forward saved: they were
+    left in place (the record lazy) and another forward is about to overwrite them."""
+    generation, needs, training, _, ambiguous, key = tape[-1]
+    d = module.__dict__
+    try:
+        values = module._saved_get(d)  # the value (one name) or a tuple of them
+    except KeyError:
+        values = module._saved_values(d)
+    tape[-1] = (generation, needs, training, values, ambiguous, key)
+
+
+def _guarded_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a subclass's ``forward`` for calls that do not go through ``__call__`` (a direct
+    ``m.forward(x)``, ``no_saved_state()``): first keep a waiting use's attributes, which the
+    call overwrites. ``__call__`` runs the unwrapped ``fn`` (``forward._hg_raw``)."""
+
+    @functools.wraps(fn)
+    def forward(self: Module, *inputs: Any, **kwargs: Any) -> Any:
+        tape = self.__dict__.get("_hg_tape")
+        if tape and tape[-1][3] is _LAZY:
+            _keep_values(self, tape)
+        return fn(self, *inputs, **kwargs)
+
+    forward._hg_raw = fn  # type: ignore[attr-defined]
+    return forward
+
+
 def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a subclass's ``backward``: pop this use's saved state, decide the input gradient.
 
@@ -218,66 +264,116 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
         **kwargs: Any,
     ) -> Any:
         d = self.__dict__
-        if d.get("_hg_in_backward", False):
-            if grad_output is not _NO_ARG:
-                args = (grad_output, *args)
-            return fn(self, *args, **kwargs)
         tape = d.get("_hg_tape")
-        if not tape:
-            raise self._no_record()
-        _generation, needs, _training, values, ambiguous, key = tape.pop()
-        if ambiguous:
-            _drop_records(self)
-            raise RuntimeError(
-                f"{self._label()}: backward after two forward calls with no backward in "
-                "between: handgrad cannot tell which forward this gradient belongs "
-                "to; run forwards that need no backward under handgrad.nn.no_saved_state() "
-                "(or call backward once per forward, before the next one)"
-            )
         mode = _MODE
-        forced = mode.force_input_grad
-        need = (needs or forced) if input_grad is None else bool(input_grad)
-        current = None
-        if key.__class__ is str:  # one declared attribute
-            d[key] = values
-        elif key is True:  # found by comparing attributes: put back afterwards what is there
-            current = {k: d.get(k, _MISSING) for k in values}
-            d.update(values)
-        elif key:  # several declared attributes
-            d.update(zip(key, values, strict=True))
-        d["_hg_needs"] = need
-        d["_hg_request"] = input_grad
-        d["_hg_in_backward"] = d["_hg_done"] = True
-        mode.backward_depth += 1
-        if input_grad is True:
-            mode.force_input_grad = True  # for the modules it calls
-        try:
-            if args or kwargs or grad_output is _NO_ARG:
-                if grad_output is not _NO_ARG:
-                    args = (grad_output, *args)
-                result = fn(self, *args, **kwargs)
-            else:
-                result = fn(self, grad_output)
-        except BaseException:
-            if mode.backward_depth == 1:
-                _drop_records(self)
-            raise
-        finally:
-            mode.backward_depth -= 1
-            mode.force_input_grad = forced
-            d["_hg_in_backward"] = False
-            if current is not None:
-                for k, v in current.items():
-                    if v is _MISSING:
-                        d.pop(k, None)
-                    else:
-                        d[k] = v
-        if need or self._always_input_grad:
-            return result
-        return None
+        if (
+            tape
+            and input_grad is None
+            and not (args or kwargs or mode.force_input_grad or d["_hg_in_backward"])
+        ):
+            # The usual call, m.backward(g) after m(x): the same as below, in fewer steps.
+            record = tape.pop()
+            values, needs = record[3], record[1]
+            if values is _LAZY:  # the attributes are this use's own
+                pass
+            elif record[5] is True or record[4]:  # found by comparing, or ambiguous
+                tape.append(record)
+                return _backward_general(self, fn, d, tape, grad_output, args, input_grad, kwargs)
+            elif record[5].__class__ is str:
+                d[record[5]] = values
+            elif record[5]:
+                d.update(zip(record[5], values, strict=True))
+            d["_hg_needs"] = needs
+            d["_hg_in_backward"] = d["_hg_done"] = True
+            mode.backward_depth += 1
+            try:
+                result = fn(self) if grad_output is _NO_ARG else fn(self, grad_output)
+            except BaseException:
+                if mode.backward_depth == 1:
+                    _drop_records(self)
+                raise
+            finally:
+                mode.backward_depth -= 1
+                d["_hg_in_backward"] = False
+            if needs or self._always_input_grad:
+                return result
+            return None
+        return _backward_general(self, fn, d, tape, grad_output, args, input_grad, kwargs)
 
     backward._hg_tracked = True  # type: ignore[attr-defined]
     return backward
+
+
+def _backward_general(
+    self: Module,
+    fn: Callable[..., Any],
+    d: dict[str, Any],
+    tape: list[tuple[Any, ...]] | None,
+    grad_output: Any,
+    args: tuple[Any, ...],
+    input_grad: bool | None,
+    kwargs: dict[str, Any],
+) -> Any:
+    """``_tracked_backward``'s every case: a keyword, ``input_grad=``, a re-entrant call."""
+    if d.get("_hg_in_backward", False):  # super().backward(g) inside this module's backward
+        if grad_output is not _NO_ARG:
+            args = (grad_output, *args)
+        return fn(self, *args, **kwargs)
+    if not tape:
+        raise self._no_record()
+    _generation, needs, _training, values, ambiguous, key = tape.pop()
+    if ambiguous:
+        _drop_records(self)
+        raise RuntimeError(
+            f"{self._label()}: backward after two forward calls with no backward in "
+            "between: handgrad cannot tell which forward this gradient belongs "
+            "to; run forwards that need no backward under handgrad.nn.no_saved_state() "
+            "(or call backward once per forward, before the next one)"
+        )
+    mode = _MODE
+    forced = mode.force_input_grad
+    need = (needs or forced) if input_grad is None else bool(input_grad)
+    current = None
+    if values is _LAZY:  # still the module's attributes
+        pass
+    elif key.__class__ is str:  # one declared attribute
+        d[key] = values
+    elif key is True:  # found by comparing attributes: put back afterwards what is there
+        current = {k: d.get(k, _MISSING) for k in values}
+        d.update(values)
+    elif key:  # several declared attributes
+        d.update(zip(key, values, strict=True))
+    d["_hg_needs"] = need
+    d["_hg_request"] = input_grad
+    d["_hg_in_backward"] = d["_hg_done"] = True
+    mode.backward_depth += 1
+    if input_grad is True:
+        mode.force_input_grad = True  # for the modules it calls
+    try:
+        if args or kwargs or grad_output is _NO_ARG:
+            if grad_output is not _NO_ARG:
+                args = (grad_output, *args)
+            result = fn(self, *args, **kwargs)
+        else:
+            result = fn(self, grad_output)
+    except BaseException:
+        if mode.backward_depth == 1:
+            _drop_records(self)
+        raise
+    finally:
+        mode.backward_depth -= 1
+        mode.force_input_grad = forced
+        d["_hg_in_backward"] = False
+        d["_hg_request"] = None  # the lean path leaves it unset
+        if current is not None:
+            for k, v in current.items():
+                if v is _MISSING:
+                    d.pop(k, None)
+                else:
+                    d[k] = v
+    if need or self._always_input_grad:
+        return result
+    return None
 
 
 def free_saved_state(module: Module) -> None:
@@ -341,6 +437,9 @@ class Module:
         fn = cls.__dict__.get("backward")
         if fn is not None and not getattr(fn, "_hg_tracked", False):
             cls.backward = _tracked_backward(fn)
+        fwd = cls.__dict__.get("forward")
+        if fwd is not None and getattr(fwd, "_hg_raw", None) is None:
+            cls.forward = _guarded_forward(fwd)
         own_forward = "forward" in cls.__dict__ and "_saved_names" not in cls.__dict__
         if own_forward and not cls.__module__.startswith("handgrad.nn."):
             cls._saved_names = None  # its own forward may keep more than the base's names
@@ -383,6 +482,56 @@ class Module:
             raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        mode = _MODE
+        d = self.__dict__
+        tape = d.get("_hg_tape")
+        raw = getattr(type(self).forward, "_hg_raw", None)
+        if (
+            tape is not None
+            and not tape
+            and raw is not None
+            and mode.keep
+            and not kwargs
+            and self._saved_names is not None
+            and "forward" not in d
+        ):
+            # The usual call: no use of this module waits for its backward, and its forward
+            # names what it saves. The same as below, in fewer steps, and lazily: the record
+            # says "the attributes" (_LAZY) instead of copying them. Whatever overwrites them
+            # first copies them into it: the next forward, through __call__ or directly.
+            depth = mode.depth
+            if depth == 0:
+                mode.generation += 1
+            mode.depth = depth + 1
+            try:
+                out = raw(self, *inputs)
+            except BaseException:
+                mode.depth = depth
+                if depth == 0:
+                    _drop_generation(self, mode.generation)
+                raise
+            mode.depth = depth
+            first = inputs[0] if inputs else None
+            needs = (type(first) is Tensor or isinstance(first, Tensor)) and (
+                getattr(first, _OUTPUT_TAG, False) or first.requires_grad
+            )
+            tape.append((mode.generation, needs, self.training, _LAZY, False, self._saved_key))
+            if (needs or self._param_names) and out is not first:
+                if type(out) is Tensor or isinstance(out, Tensor):
+                    setattr(out, _OUTPUT_TAG, True)
+            return out
+        return self._call_general(inputs, kwargs)
+
+    def _saved_values(self, d: dict[str, Any]) -> Any:
+        """What ``_saved_get`` reads, with None for a name the forward did not set."""
+        values = tuple(map(d.get, self._saved_names))  # type: ignore[arg-type]
+        return values[0] if self._saved_key.__class__ is str else values
+
+    def _call_general(self, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``__call__``'s every case: keywords, ``no_saved_state()``, a use that waits."""
+        tape = self.__dict__.get("_hg_tape")
+        if tape and tape[-1][3] is _LAZY:  # a waiting use's attributes, about to be overwritten
+            _keep_values(self, tape)
         if kwargs:
             inputs = self._keyword_inputs(inputs, kwargs)
         mode = _MODE
@@ -423,9 +572,7 @@ class Module:
             try:
                 values = self._saved_get(d)  # the value (one name) or a tuple of them
             except KeyError:
-                values = tuple(map(d.get, names))
-                if key.__class__ is str:
-                    values = values[0]
+                values = self._saved_values(d)
         tape = d.get("_hg_tape")
         if tape is None:
             self._init_records()
@@ -787,7 +934,10 @@ class Sequential(Module):
         grad: Tensor | None = grad_output
         last = len(layers) - 1
         for i, layer in enumerate(layers):
-            grad = layer.backward(grad, input_grad=request if i == last else inner)
+            if request is None:  # the usual call: no keyword to pass (it costs time)
+                grad = layer.backward(grad)
+            else:
+                grad = layer.backward(grad, input_grad=request if i == last else inner)
             if grad is None and i < last:
                 # This layer's input did not require grad: every layer below has no
                 # parameters and data for input (else its output would), so none needs a
