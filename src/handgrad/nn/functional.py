@@ -25,7 +25,10 @@ from torch import Tensor
 
 
 _ROW_BLOCK = 1024  # rows per product in linear_forward for large batches
-_linear = torch.nn.functional.linear
+ROW_BLOCKS_FROM = _ROW_BLOCK * 4  # linear_forward goes in row blocks from this many rows
+# y = x Wᵀ + b for fewer rows: torch's ``linear`` is ``addmm(b, x, Wᵀ)`` (``mm`` without b),
+# bit for bit, in one call from Python where ``weight.t()`` and the product are two.
+linear_small = torch.nn.functional.linear
 
 
 def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -34,10 +37,8 @@ def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     Shapes: x (N, D_in), weight (D_out, D_in), bias (D_out,) → y (N, D_out).
     """
     n = x.shape[0]
-    if n < _ROW_BLOCK * 4 or weight.shape[0] > 256:
-        # torch's ``linear`` is this same ``addmm(b, x, Wᵀ)`` (``mm`` without b), bit for bit,
-        # in one call from Python where ``weight.t()`` and the product are two.
-        return _linear(x, weight, bias)  # (N, D_out)
+    if n < ROW_BLOCKS_FROM or weight.shape[0] > 256:
+        return linear_small(x, weight, bias)  # (N, D_out)
     # Large batches into a narrow layer go in blocks of rows: the same products, bit for bit,
     # but BLAS runs such a tall, thin product about 25% faster in row blocks that stay in cache
     # (bench/limit.py, 60,000 x 784 into 100; into 800 it is a little slower, so not there).
@@ -61,6 +62,7 @@ def linear_backward(
     has_bias: bool = True,
     need_input_grad: bool = True,
     write: tuple[bool, bool] = (False, False),
+    rows: int | None = None,
 ) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """dL/dx = dL/dy · W,  dL/dW = (dL/dy)ᵀ · x,  dL/db = Σ_n dL/dy[n] = (dL/dy)ᵀ · 1.
 
@@ -70,7 +72,7 @@ def linear_backward(
     into them (their old contents ignored: a fresh ``.grad``) where ``write`` says so for
     (weight, bias). The bias gradient is a matrix-vector product with a kept vector of ones,
     one call where ``sum`` then ``add_`` is two. With ``need_input_grad=False`` grad_x is not
-    computed (None).
+    computed (None). ``rows``: N, if the caller knows it (one shape read fewer).
     """
     grad_out_t = grad_out.t()  # (D_out, N)
     grad_x = torch.mm(grad_out, weight) if need_input_grad else None  # (N, D_in)
@@ -85,7 +87,8 @@ def linear_backward(
         grad_weight.addmm_(grad_out_t, x)  # (D_out, D_in), += in place
     if not has_bias:
         return grad_x, grad_weight, None
-    ones = _ones(grad_out.shape[0], grad_out.dtype, grad_out.device)  # (N,)
+    n = grad_out.shape[0] if rows is None else rows
+    ones = _ones(n, grad_out.dtype, grad_out.device)  # (N,)
     if grad_bias is None:
         grad_bias = torch.mv(grad_out_t, ones)  # (D_out,)
     elif write[1]:

@@ -52,7 +52,7 @@ class Linear(Module):
 
     weight: Tensor
     bias: Tensor | None
-    _saved_names = ("_x", "_lead")
+    _saved_names = ("_x", "_lead", "_n")
 
     def __init__(
         self,
@@ -94,22 +94,31 @@ class Linear(Module):
             self.bias = None
         self._x: Tensor | None = None  # the input as (N, D_in)
         self._lead: torch.Size | None = None  # the input's leading shape (*) if not (N,)
+        self._n = 0  # N, the rows of _x
         # False: skip dL/dx even when the input requires grad.
         self.input_grad = True
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        weight = self.weight
         lead = None
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.in_features:
+        if type(x) is not Tensor and not isinstance(x, Tensor):
             self._check(x)
-            lead = x.shape[:-1]  # (*): the rows are all leading positions, flattened
+        shape = x.shape
+        if len(shape) != 2 or shape[1] != self.in_features:
+            self._check(x)
+            lead = shape[:-1]  # (*): the rows are all leading positions, flattened
             x = x.reshape(-1, self.in_features)  # (N, D_in), N = prod(*)
+            n = x.shape[0]
+        else:
+            n = shape[0]
         try:
-            y = F.linear_forward(x, weight, self.bias)  # (N, D_out)
+            if n < F.ROW_BLOCKS_FROM:  # functional.linear_forward's first case, in one call
+                y = F.linear_small(x, self.weight, self.bias)  # (N, D_out)
+            else:
+                y = F.linear_forward(x, self.weight, self.bias)  # (N, D_out)
         except RuntimeError:
             self._check(x)  # a dtype or device mismatch: say so in words
             raise
-        self._x, self._lead = x, lead
+        self._x, self._lead, self._n = x, lead, n
         return y if lead is None else y.view(*lead, self.out_features)  # (*, D_out)
 
     def _check(self, x: object) -> None:
@@ -117,18 +126,16 @@ class Linear(Module):
         check_input(self, x, min_ndim=1, features=d, expected=f"(*, {d})", like=self.weight)
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
-        x, lead = self._x, self._lead
+        x, lead, n = self._x, self._lead, self._n
         if x is None:
             raise self._not_run()
+        expected = (n, self.out_features) if lead is None else (*lead, self.out_features)
+        if (
+            type(grad_output) is not Tensor and not isinstance(grad_output, Tensor)
+        ) or grad_output.shape != expected:
+            self._bad_grad(grad_output, expected)
         if lead is not None:
-            if not isinstance(grad_output, Tensor) or grad_output.shape != (
-                *lead,
-                self.out_features,
-            ):
-                self._bad_grad(grad_output, (*lead, self.out_features))
             grad_output = grad_output.reshape(-1, self.out_features)  # (N, D_out)
-        elif grad_output.shape != (x.shape[0], self.out_features):
-            self._bad_grad(grad_output, (x.shape[0], self.out_features))
         weight, bias = self.weight, self.bias
         grad_w = weight.grad
         write_w = grad_w is None
@@ -146,9 +153,10 @@ class Linear(Module):
             weight,
             grad_w,
             grad_b,
-            has_bias=bias is not None,
-            need_input_grad=self.__dict__["_hg_needs"] and self.input_grad,
-            write=(write_w, write_b),
+            bias is not None,
+            self.__dict__["_hg_needs"] and self.input_grad,
+            (write_w, write_b),
+            n,
         )
         if grad_x is None or lead is None:
             return grad_x  # (N, D_in), or None when nothing needs it

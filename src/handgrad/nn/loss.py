@@ -254,7 +254,7 @@ class CrossEntropyLoss(_ClassLoss):
         self._target: Tensor | None = None
         # g = dL/dℓ for a scalar upstream, as a 0-d tensor and as an (N, 1) column of −g, kept
         # between calls: making a tensor from a Python number costs more than the arithmetic.
-        self._kept_grad: tuple[tuple[object, ...], Tensor, Tensor] | None = None
+        self._kept_grad: tuple[tuple[float, float], Tensor, Tensor] | None = None
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
         if type(input) is not Tensor or type(target) is not Tensor:
@@ -274,27 +274,34 @@ class CrossEntropyLoss(_ClassLoss):
         return self._general(input, target, log_softmax=True)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
-        if self._rows is not None:
-            return self._general_backward(grad_output, log_softmax=True)
-        if self._log_p is None or self._target is None:
+        log_p, target = self._log_p, self._target
+        if log_p is None or target is None:
+            if self._rows is not None:
+                return self._general_backward(grad_output, log_softmax=True)
             raise self._not_run()
-        upstream = self._upstream(grad_output)
+        # The fast path keeps N rows, so _count is N; loss.backward() of a mean: g = 1/N.
+        if grad_output is None and self.reduction != "none":
+            n = self._count
+            upstream: Tensor | float = 1.0 / n if self.reduction == "mean" and n else 1.0
+        else:
+            upstream = self._upstream(grad_output)
         minus = None
         if not isinstance(upstream, Tensor):
-            upstream, minus = self._grad_tensors(upstream)
+            upstream, minus = self._grad_tensors(upstream, log_p)
         return F.cross_entropy_backward(
-            self._log_p, self._target, upstream, self.label_smoothing, minus
+            log_p, target, upstream, self.label_smoothing, minus
         )  # (N, C)
 
-    def _grad_tensors(self, value: float) -> tuple[Tensor, Tensor]:
+    def _grad_tensors(self, value: float, log_p: Tensor) -> tuple[Tensor, Tensor]:
         """g as a 0-d tensor and −g as an (N, 1) column, made once per batch size and value."""
-        log_p = self._log_p
-        assert log_p is not None
-        key = (value, log_p.shape[0], log_p.dtype, log_p.device)
-        if self._kept_grad is None or self._kept_grad[0] != key:
-            g = torch.tensor(value, dtype=log_p.dtype, device=log_p.device)
-            self._kept_grad = (key, g, g.neg().expand(log_p.shape[0], 1).contiguous())
-        return self._kept_grad[1], self._kept_grad[2]
+        n, dtype, kept = self._count, log_p.dtype, self._kept_grad
+        if kept is not None and kept[0] == (value, n) and kept[1].dtype is dtype:
+            g = kept[1]
+            if (g.is_cpu and log_p.is_cpu) or g.device == log_p.device:
+                return g, kept[2]
+        g = torch.tensor(value, dtype=dtype, device=log_p.device)
+        self._kept_grad = ((value, n), g, g.neg().expand(log_p.shape[0], 1).contiguous())
+        return g, self._kept_grad[2]
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"

@@ -917,28 +917,30 @@ class Sequential(Module):
                 )
             setattr(self, str(i), module)
         self._layers: tuple[Module, ...] = tuple(modules)
+        self._rest: tuple[Module, ...] = self._layers[1:]  # after the first
         self._reversed: tuple[Module, ...] = tuple(reversed(modules))
 
     def forward(self, *inputs: Tensor) -> Tensor:
-        x = self._layers[0](*inputs) if self._layers else inputs[0]
-        for layer in self._layers[1:]:
+        layers = self._layers
+        if not layers:
+            return inputs[0]
+        x = layers[0](*inputs)
+        for layer in self._rest:
             x = layer(x)
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
         layers = self._reversed
-        if not layers:
-            return grad_output
         request = self.__dict__.get("_hg_request")
         inner = True if request else None  # asked for dL/dx: every layer computes its own
-        grad: Tensor | None = grad_output
         last = len(layers) - 1
+        grad: Tensor | None = grad_output
         for i, layer in enumerate(layers):
             if request is None:  # the usual call: no keyword to pass (it costs time)
                 grad = layer.backward(grad)
             else:
                 grad = layer.backward(grad, input_grad=request if i == last else inner)
-            if grad is None and i < last:
+            if grad is None:
                 # This layer's input did not require grad: every layer below has no
                 # parameters and data for input (else its output would), so none needs a
                 # backward; their saved forwards are freed.
@@ -962,6 +964,11 @@ class Sequential(Module):
         first = self._layers[0] if self._layers else None
         if first is not None and hasattr(first, "input_grad"):
             first.input_grad = value
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_rest" not in state:  # pickled by a handgrad before it kept this
+            self._rest = self._layers[1:]
 
     def __getitem__(self, index: int) -> Module:
         return self._layers[index]
