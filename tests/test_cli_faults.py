@@ -8,6 +8,7 @@ none is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -350,6 +351,32 @@ def test_ctrl_c_while_torch_imports(tmp_path: Path) -> None:
     code, _, err = _finish(proc)
     assert code == 130, err
     assert one_line(err) == "handgrad: interrupted"
+
+
+@pytest.mark.parametrize("later", [AttributeError, ValueError, RuntimeError])
+def test_ctrl_c_swallowed_by_an_import_is_still_an_interruption(
+    later: type[Exception], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # torch's extension catches the KeyboardInterrupt of a Ctrl-C while it imports numpy and
+    # goes on; the half-imported numpy fails later with an unrelated error (seen: "module
+    # 'numpy' has no attribute 'matrix'"), which must read as the interruption it is.
+    from handgrad.cli import edge
+
+    monkeypatch.setattr(edge, "_interrupt_seen", False)
+
+    def command() -> int:
+        with contextlib.suppress(KeyboardInterrupt):  # swallowed, as torch does
+            edge.on_sigint(signal.SIGINT, None)
+        raise later("module 'numpy' has no attribute 'matrix'")
+
+    assert edge.guarded(command, debug=False) == 130
+    assert one_line(capsys.readouterr().err) == "handgrad: interrupted"
+    monkeypatch.setattr(edge, "_interrupt_seen", False)
+
+    def failing() -> int:
+        raise later("a real failure")
+
+    assert edge.guarded(failing, debug=False) != 130  # with no Ctrl-C, what it was
 
 
 def test_sigterm_checkpoints_and_two_writers_are_refused(tmp_path: Path) -> None:

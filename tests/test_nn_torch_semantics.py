@@ -418,3 +418,36 @@ def test_a_forward_set_on_the_instance_keeps_each_use_apart() -> None:
     model.backward(g)
     assert square.weight.grad is not None and twin.weight.grad is not None
     assert torch.allclose(square.weight.grad, twin.weight.grad, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["Adam", "RMSprop", "SGD"])
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_model_and_optimizer_go_on_as_the_original(kind: str, how: str) -> None:
+    # torch's optimizers copy and pickle with their model; the copy continues step for step.
+    import copy
+    import pickle
+
+    from handgrad import optim
+
+    model = _model()
+    opt = getattr(optim, kind)(
+        model.parameters(), lr=0.05, **({"momentum": 0.9} if kind != "Adam" else {})
+    )
+    x, y = _data()
+    for _ in range(3):
+        opt.zero_grad()
+        _step(model, x, y)
+        opt.step()
+    twin_model, twin_opt = (
+        copy.deepcopy((model, opt))
+        if how == "deepcopy"
+        else pickle.loads(pickle.dumps((model, opt)))
+    )
+    for m, o in ((model, opt), (twin_model, twin_opt)):
+        for _ in range(3):
+            o.zero_grad()
+            _step(m, x, y)
+            o.step()
+    for a, b in zip(model.parameters(), twin_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert twin_opt.steps_taken == opt.steps_taken == 6

@@ -3,9 +3,10 @@
 Errors meant for people (``HandgradError``, and ``ValueError``/``TypeError``/``OSError`` from
 checks) are printed as ``handgrad: error: ...``, exit 2. What can only be caught here is caught
 here: memory that runs out (``MemoryError``, torch's allocator failing) is a one-line "out of
-memory", exit 2; Ctrl-C outside a run's loop is ``handgrad: interrupted``, exit 130; anything
-else is a bug in handgrad: one line saying so, exit 1. ``--debug`` anywhere on the line (or
-``HANDGRAD_DEBUG=1``) prints the traceback as well.
+memory", exit 2; Ctrl-C outside a run's loop is ``handgrad: interrupted``, exit 130 (also when
+an import swallowed it and something else then failed); anything else is a bug in handgrad:
+one line saying so, exit 1. ``--debug`` anywhere on the line (or ``HANDGRAD_DEBUG=1``) prints
+the traceback as well.
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from handgrad.cli.parser import UsageError
 from handgrad.errors import HandgradError
 
 EXIT_INTERRUPTED = 130
+
+# Whether Ctrl-C came (set by ``on_sigint``): an import that swallows the KeyboardInterrupt
+# (torch's extension, importing numpy, catches every error and goes on without it) fails
+# later with an unrelated error, which is then reported as the interruption it is.
+_interrupt_seen = False
+
+
+def on_sigint(signum: int, frame: object) -> None:
+    """Ctrl-C: noted, then raised as Python's own handler raises it."""
+    global _interrupt_seen
+    _interrupt_seen = True
+    raise KeyboardInterrupt
 
 
 DEBUG_ENV = "HANDGRAD_DEBUG"  # HANDGRAD_DEBUG=1: as --debug
@@ -46,14 +59,16 @@ def guarded(command: Callable[[], int], debug: bool) -> int:
         print(f"{exc}; see '{exc.prog} --help'", file=sys.stderr)
         return 2
     except (HandgradError, ValueError, TypeError, OSError) as exc:
+        if _interrupt_seen:
+            return _interrupted(debug)
         _traceback(debug)
         print(f"handgrad: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        _traceback(debug)
-        print("handgrad: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(debug)
     except (MemoryError, RuntimeError) as exc:
+        if _interrupt_seen:
+            return _interrupted(debug)
         _traceback(debug)
         if isinstance(exc, MemoryError) or "alloc" in str(exc).lower():
             print(
@@ -64,8 +79,16 @@ def guarded(command: Callable[[], int], debug: bool) -> int:
             return 2
         return _internal(exc, debug)
     except Exception as exc:
+        if _interrupt_seen:
+            return _interrupted(debug)
         _traceback(debug)
         return _internal(exc, debug)
+
+
+def _interrupted(debug: bool) -> int:
+    _traceback(debug)
+    print("handgrad: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _traceback(debug: bool) -> None:

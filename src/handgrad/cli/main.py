@@ -120,6 +120,7 @@ def run() -> None:
     """Console-script wrapper: exit with ``main``'s code (SIGTERM is handled as Ctrl-C)."""
     try:
         signal.signal(signal.SIGTERM, _sigterm)
+        signal.signal(signal.SIGINT, edge.on_sigint)
         code = main()
     except KeyboardInterrupt:  # between main's own handlers
         print("handgrad: interrupted", file=sys.stderr)

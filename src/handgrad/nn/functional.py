@@ -101,9 +101,7 @@ def linear_backward(
     return grad_x, grad_weight, grad_bias
 
 
-def _write_without_grad(
-    product: Callable[..., Tensor], a: Tensor, b: Tensor, out: Tensor
-) -> None:
+def _write_without_grad(product: Callable[..., Tensor], a: Tensor, b: Tensor, out: Tensor) -> None:
     """``product(a, b, out=out)`` that failed: again with autograd off if an input requires
     grad (torch refuses ``out=`` there; a gradient is data, as torch's own are)."""
     if not (a.requires_grad or b.requires_grad):

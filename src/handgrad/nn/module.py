@@ -18,6 +18,11 @@ rather than guess; run forwards that need no backward under ``no_saved_state()``
 evaluation forward in eval mode, followed by training forwards, is the usual loop and is simply
 dropped.)
 
+The record costs nothing in the usual case, one forward then its backward: it says "the
+module's attributes" instead of copying them, and whatever would overwrite them first copies
+them into the record -- another call of the module, a direct ``m.forward(x)`` (``forward`` is
+wrapped for that; ``__call__`` runs the unwrapped one), a forward under ``no_saved_state()``.
+
 The input gradient (dL/dx), as torch computes it: ``backward`` computes and returns it only when
 the input "requires grad" -- ``x.requires_grad`` is True, or x is the output of a handgrad module
 (the output of a module with parameters, or of one whose input required grad) -- or when asked
@@ -439,7 +444,7 @@ class Module:
             cls.backward = _tracked_backward(fn)
         fwd = cls.__dict__.get("forward")
         if fwd is not None and getattr(fwd, "_hg_raw", None) is None:
-            cls.forward = _guarded_forward(fwd)
+            cls.forward = _guarded_forward(fwd)  # type: ignore[method-assign]
         own_forward = "forward" in cls.__dict__ and "_saved_names" not in cls.__dict__
         if own_forward and not cls.__module__.startswith("handgrad.nn."):
             cls._saved_names = None  # its own forward may keep more than the base's names
@@ -516,9 +521,12 @@ class Module:
                 getattr(first, _OUTPUT_TAG, False) or first.requires_grad
             )
             tape.append((mode.generation, needs, self.training, _LAZY, False, self._saved_key))
-            if (needs or self._param_names) and out is not first:
-                if type(out) is Tensor or isinstance(out, Tensor):
-                    setattr(out, _OUTPUT_TAG, True)
+            if (
+                (needs or self._param_names)
+                and out is not first
+                and (type(out) is Tensor or isinstance(out, Tensor))
+            ):
+                setattr(out, _OUTPUT_TAG, True)
             return out
         return self._call_general(inputs, kwargs)
 

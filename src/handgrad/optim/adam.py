@@ -87,6 +87,10 @@ class Adam(Optimizer):
         }
         super().__init__(params, defaults, fused)
 
+    def _init_caches(self) -> None:
+        # The compiled loop's arrays per plan (see ``_columns``), by the plan's id.
+        self._kept_columns: dict[int, tuple[object, tuple[tuple[np.ndarray, ...], ...]]] = {}
+
     @classmethod
     def _validate(cls, group: Mapping[str, Any], where: str) -> None:
         super()._validate(group, where)
@@ -135,10 +139,14 @@ class Adam(Optimizer):
         param.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
 
     def _update_fused(self, arrays: dict[str, np.ndarray], t: float, group: dict[str, Any]) -> None:
-        self._update_fused_each([arrays], t, group)
+        self._update_fused_each([arrays], t, group, key=arrays)
 
     def _update_fused_each(
-        self, plan: list[dict[str, np.ndarray]], t: float, group: dict[str, Any]
+        self,
+        plan: list[dict[str, np.ndarray]],
+        t: float,
+        group: dict[str, Any],
+        key: object = None,
     ) -> None:
         # The loop folds the bias correction of v into the step: θ - s·√b2 · m / (√v + ε·√b2).
         # Its coefficients are made once for all the parameters in ``plan`` (one dtype).
@@ -148,18 +156,28 @@ class Adam(Optimizer):
         s = plan[0]["param"].dtype.type
         constant = _constant_coefficients(s, float(lr), beta1, beta2, group)
         bias_corrected = (s(eps * bias_correction2_sqrt), s(-step_size * bias_correction2_sqrt))
-        head, tail = (*constant[:5], *bias_corrected), constant[5:]
-        if group["amsgrad"]:
-            loop = kernels.kernel("adam_amsgrad")
-            for a in plan:
-                loop(
-                    a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"], a["max_exp_avg_sq"],
-                    *head, *tail,
-                )  # fmt: skip
-        else:
-            loop = kernels.kernel("adam")
-            for a in plan:
-                loop(a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"], *head, *tail)
+        amsgrad = group["amsgrad"]
+        columns = self._columns(plan if key is None else key, plan, amsgrad)
+        loop = kernels.kernel("adam_amsgrad" if amsgrad else "adam")
+        loop(*columns, *constant[:5], *bias_corrected, *constant[5:])
+
+    def _columns(
+        self, key: object, plan: list[dict[str, np.ndarray]], amsgrad: bool
+    ) -> tuple[tuple[np.ndarray, ...], ...]:
+        """The loop's arrays of every parameter in ``plan``, as (θ_j...), (g_j...), (m_j...),
+        (v_j...)[, (v^max_j...)]: made once per plan (``key``, kept alive while it is kept)."""
+        kept = self._kept_columns.get(id(key))
+        if kept is None or kept[0] is not key:
+            names = _AMSGRAD_ARRAYS if amsgrad else _ARRAYS
+            columns = tuple(tuple(a[name] for a in plan) for name in names)
+            if len(self._kept_columns) > 2 * len(self.param_groups):
+                self._kept_columns.clear()  # plans made again (moved, re-flattened): the old go
+            kept = self._kept_columns[id(key)] = (key, columns)
+        return kept[1]
+
+
+_ARRAYS = ("param", "grad", "exp_avg", "exp_avg_sq")
+_AMSGRAD_ARRAYS = (*_ARRAYS, "max_exp_avg_sq")
 
 
 @functools.lru_cache(maxsize=64)

@@ -120,6 +120,7 @@ class Optimizer(torch.optim.Optimizer):
         self._arenas: list[Arena | None] = []
         self._moves_seen = -1  # flat.move_count() when replaced parameters were last looked for
         self.steps_taken = 0  # calls of step(); each parameter's own count is state["step"]
+        self._init_caches()
         if isinstance(params, Tensor):
             raise TypeError(f"{where}: params should be an iterable of tensors, got a Tensor")
         try:
@@ -129,6 +130,25 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError(
                 said if said.startswith(f"{where}: ") else f"{where}: {said}"
             ) from None
+
+    # -- copies and pickles ---------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's state (defaults, state, param_groups) and the options chosen at build; the
+        flat buffers' views and compiled plans are made again in the copy, as needed."""
+        state = super().__getstate__()
+        state.update(
+            _fused=self._fused, _fused_asked=self._fused_asked, steps_taken=self.steps_taken
+        )
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._arenas = []
+        self._moves_seen = -1
+        self._init_caches()
+
+    def _init_caches(self) -> None:
+        """Make the per-object caches a subclass keeps (at build, and in a copy)."""
 
     # -- what subclasses provide ----------------------------------------------------------
     @classmethod

@@ -77,6 +77,8 @@ class RMSprop(Optimizer):
             "maximize": maximize,
         }
         super().__init__(params, defaults, fused)
+
+    def _init_caches(self) -> None:
         self._scratch: dict[tuple[int, str], np.ndarray] = {}
 
     @classmethod
