@@ -106,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "func", None) is None:
             parser.print_help()
             return 2
+        # numpy before torch, here: torch's extension imports numpy from C++ on first use
+        # and swallows any error there, so a Ctrl-C during that import would be lost (the run
+        # went on, or failed later on a half-imported numpy). From here it is a Ctrl-C.
+        import numpy  # noqa: F401
         code: int = args.func(args)
         return code
 

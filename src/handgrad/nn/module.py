@@ -82,13 +82,12 @@ def _nothing(_: object) -> tuple[()]:
 class _Mode:
     """Process-wide bookkeeping of forward and backward calls (plain ints: a few ns each)."""
 
-    __slots__ = ("backward_depth", "depth", "force_input_grad", "generation", "keep")
+    __slots__ = ("depth", "force_input_grad", "generation", "keep")
 
     def __init__(self) -> None:
         self.keep = True  # False inside no_saved_state()
         self.depth = 0  # module calls in progress (0: the next call is a top-level forward)
         self.generation = 0  # top-level forwards so far
-        self.backward_depth = 0  # tracked backward calls in progress
         # Inside a backward asked for dL/dx (input_grad=True): every module it calls computes
         # its own, so that a user's composite module can return it.
         self.force_input_grad = False
@@ -268,14 +267,15 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
         input_grad: bool | None = None,
         **kwargs: Any,
     ) -> Any:
+        if type(self).backward is not backward:
+            # A parent class's backward, from the subclass's own (``super().backward(g)``):
+            # that backward already took this use's saved state.
+            if grad_output is not _NO_ARG:
+                args = (grad_output, *args)
+            return fn(self, *args, **kwargs)
         d = self.__dict__
         tape = d.get("_hg_tape")
-        mode = _MODE
-        if (
-            tape
-            and input_grad is None
-            and not (args or kwargs or mode.force_input_grad or d["_hg_in_backward"])
-        ):
+        if tape and input_grad is None and not (args or kwargs or _MODE.force_input_grad):
             # The usual call, m.backward(g) after m(x): the same as below, in fewer steps.
             record = tape.pop()
             values, needs = record[3], record[1]
@@ -289,17 +289,11 @@ def _tracked_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
             elif record[5]:
                 d.update(zip(record[5], values, strict=True))
             d["_hg_needs"] = needs
-            d["_hg_in_backward"] = d["_hg_done"] = True
-            mode.backward_depth += 1
             try:
                 result = fn(self) if grad_output is _NO_ARG else fn(self, grad_output)
             except BaseException:
-                if mode.backward_depth == 1:
-                    _drop_records(self)
+                _drop_records(self)  # this use and the rest below it will get no backward
                 raise
-            finally:
-                mode.backward_depth -= 1
-                d["_hg_in_backward"] = False
             if needs or self._always_input_grad:
                 return result
             return None
@@ -319,11 +313,7 @@ def _backward_general(
     input_grad: bool | None,
     kwargs: dict[str, Any],
 ) -> Any:
-    """``_tracked_backward``'s every case: a keyword, ``input_grad=``, a re-entrant call."""
-    if d.get("_hg_in_backward", False):  # super().backward(g) inside this module's backward
-        if grad_output is not _NO_ARG:
-            args = (grad_output, *args)
-        return fn(self, *args, **kwargs)
+    """``_tracked_backward``'s every case: keywords, ``input_grad=``, no saved forward."""
     if not tape:
         raise self._no_record()
     _generation, needs, _training, values, ambiguous, key = tape.pop()
@@ -350,8 +340,6 @@ def _backward_general(
         d.update(zip(key, values, strict=True))
     d["_hg_needs"] = need
     d["_hg_request"] = input_grad
-    d["_hg_in_backward"] = d["_hg_done"] = True
-    mode.backward_depth += 1
     if input_grad is True:
         mode.force_input_grad = True  # for the modules it calls
     try:
@@ -362,13 +350,10 @@ def _backward_general(
         else:
             result = fn(self, grad_output)
     except BaseException:
-        if mode.backward_depth == 1:
-            _drop_records(self)
+        _drop_records(self)
         raise
     finally:
-        mode.backward_depth -= 1
         mode.force_input_grad = forced
-        d["_hg_in_backward"] = False
         d["_hg_request"] = None  # the lean path leaves it unset
         if current is not None:
             for k, v in current.items():
@@ -465,10 +450,8 @@ class Module:
         # records (generation, needs, training, values, ambiguous, key): key is the saved
         # attribute's name, a tuple of names (values a tuple), or True (values a dict)
         d["_hg_tape"] = []
-        d["_hg_needs"] = True
+        d["_hg_needs"] = None  # set by each backward (None: no backward yet)
         d["_hg_request"] = None
-        d["_hg_in_backward"] = False
-        d["_hg_done"] = False
 
     # -- the two passes -------------------------------------------------------------------
     def forward(self, *inputs: Tensor) -> Tensor:
@@ -612,7 +595,8 @@ class Module:
     @property
     def needs_input_grad(self) -> bool:
         """Inside ``backward``: whether dL/d(input) is wanted (else it may be skipped)."""
-        return bool(self.__dict__.get("_hg_needs", True))
+        needs = self.__dict__.get("_hg_needs")
+        return True if needs is None else bool(needs)
 
     def _label(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -623,7 +607,7 @@ class Module:
 
     def _no_record(self) -> Exception:
         """The error for a backward with no saved forward: before any, or a second time."""
-        if self.__dict__.get("_hg_done"):
+        if self.__dict__.get("_hg_needs") is not None:  # a backward of this module ran
             return RuntimeError(
                 f"{self._label()}: trying to backward through it a second time: its saved "
                 "state was freed by the first backward of that forward; run the forward again "
@@ -636,7 +620,7 @@ class Module:
         tape = self.__dict__.get("_hg_tape")
         if tape:
             tape.pop()
-            self.__dict__["_hg_done"] = True
+            self.__dict__["_hg_needs"] = False  # as a backward would leave it (for _no_record)
         for child in self.children():
             child._discard_record()
 
