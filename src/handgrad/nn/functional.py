@@ -382,20 +382,17 @@ def cross_entropy_forward(
     same stable form in one call, which matters at small batches); for a class index t,
     ℓ = −log softmax(x)_t.
 
-    Shapes: logits (N, C), target (N, 1) int64 class indices (``index_column``) or (N, C)
-    probabilities → (ℓ (N, 1), log softmax (N, C), kept for the backward pass). The column
-    shapes save a reshape each way at small batches, where each costs as much as the math.
+    Shapes: logits (N, C), target (N, 1) int64 class indices (``target.unsqueeze(1)``) or
+    (N, C) probabilities → (ℓ (N, 1), log softmax (N, C), kept for the backward pass). The
+    column shapes save a reshape each way at small batches, where each costs as much as the
+    math.
     """
-    log_p = _log_softmax_rows(logits)  # (N, C)
+    # torch.log_softmax(x, 1), down the columns of xᵀ from 32 rows on (see _log_softmax_rows)
+    log_p = torch.log_softmax(logits, 1) if logits.shape[0] < 32 else _log_softmax_rows(logits)
     if label_smoothing == 0.0 and not target.is_floating_point():
         return log_p.gather(1, target).neg_(), log_p  # (N, 1)
     q = soft_targets(target, logits.shape[1], label_smoothing, logits.dtype)  # (N, C)
     return (q * log_p).sum(1, keepdim=True).neg_(), log_p  # (N, 1)
-
-
-def index_column(target: Tensor) -> Tensor:
-    """Class indices (N,) as the (N, 1) column that ``gather`` and ``scatter_add_`` take."""
-    return target.unsqueeze(1)  # (N, 1)
 
 
 def cross_entropy_backward(
@@ -410,12 +407,11 @@ def cross_entropy_backward(
     softmax = e^(log softmax); computed as softmax · g, then −g added at each target class
     (the order in which torch's own backward rounds).
 
-    Shapes: log_p (N, C), target (N, 1) class indices (``index_column``) or (N, C)
+    Shapes: log_p (N, C), target (N, 1) class indices (``target.unsqueeze(1)``) or (N, C)
     probabilities; grad_out g a number or 0-d tensor (one for every sample) or (N,);
     ``minus_grad_out`` an optional (N, 1) tensor of −g that a caller may keep between calls
     (a scalar's negation, made here otherwise) → (N, C).
     """
-    n = log_p.shape[0]
     if isinstance(grad_out, Tensor) and grad_out.dim() == 1:
         grad_out = grad_out.unsqueeze(1)  # (N, 1)
     grad = torch.exp(log_p)  # (N, C), the softmax
@@ -425,7 +421,7 @@ def cross_entropy_backward(
     if label_smoothing == 0.0 and not target.is_floating_point():
         if minus_grad_out is None:
             g = torch.as_tensor(grad_out, dtype=log_p.dtype, device=log_p.device)
-            minus_grad_out = g.neg().expand(n, 1)  # (N, 1)
+            minus_grad_out = g.neg().expand(log_p.shape[0], 1)  # (N, 1)
         return grad.scatter_add_(1, target, minus_grad_out)  # (N, C)
     q = soft_targets(target, log_p.shape[1], label_smoothing, log_p.dtype)  # (N, C)
     return grad.sub_(q * grad_out)  # (N, C)

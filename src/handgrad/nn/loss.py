@@ -171,11 +171,12 @@ class _ClassLoss(Loss):
         """Whether the (N, C) path with plain class indices applies (no weight, no index in
         range ignored); an ignored index out of range makes that path raise, then the general
         one runs."""
-        if self.weight is not None or input.dim() != 2 or target.dtype is not torch.int64:
+        if self.weight is not None or target.dtype is not torch.int64:
             return False
-        if target.dim() != 1 or target.shape[0] != input.shape[0]:
+        shape, n = input.shape, target.shape
+        if len(shape) != 2 or len(n) != 1 or n[0] != shape[0]:
             return False
-        return self.ignore_index < 0 or self.ignore_index >= input.shape[1]
+        return self.ignore_index < 0 or self.ignore_index >= shape[1]
 
     def _general(self, input: Tensor, target: Tensor, log_softmax: bool) -> Tensor:
         """ℓ by ``functional.class_loss_rows`` on (M, C) rows, reduced; saves for backward."""
@@ -261,7 +262,7 @@ class CrossEntropyLoss(_ClassLoss):
             check_input(self, input, expected="(N, C)")
             _check_targets(self, input, target)
         if self._fast(input, target):
-            column = F.index_column(target)  # (N, 1)
+            column = target.unsqueeze(1)  # (N, 1), as gather and scatter_add_ take it
             try:
                 losses, log_p = F.cross_entropy_forward(input, column, self.label_smoothing)
             except RuntimeError:
