@@ -451,3 +451,26 @@ def test_a_copied_model_and_optimizer_go_on_as_the_original(kind: str, how: str)
     for a, b in zip(model.parameters(), twin_model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert twin_opt.steps_taken == opt.steps_taken == 6
+
+
+@pytest.mark.parametrize("norm", [None, "layernorm", "batchnorm"])
+@pytest.mark.parametrize("zero", ["set_to_none", "zeros"])
+def test_an_input_that_requires_grad_leaves_no_graph_in_the_gradients(
+    norm: str | None, zero: str
+) -> None:
+    # torch's .grad is data; an input with requires_grad=True used to put autograd's graph
+    # (AddmmBackward0, ...) into every accumulated .grad, kept alive from step to step.
+    torch.manual_seed(0)
+    model = nn.mlp("5-4-3", "relu", norm=norm).double()
+    x, y = _data()
+    plain = {}
+    for requires in (False, True):
+        model.zero_grad(set_to_none=zero == "set_to_none")
+        for _ in range(2):  # the second backward adds into the first's .grad
+            _step(model, x.clone().requires_grad_(requires), y)
+        for name, p in model.named_parameters():
+            assert p.grad is not None and not p.grad.requires_grad and p.grad.grad_fn is None
+            if requires:
+                assert torch.allclose(p.grad, plain[name], atol=1e-12)
+            else:
+                plain[name] = p.grad.clone()

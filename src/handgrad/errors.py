@@ -16,5 +16,7 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """Return `` (did you mean X?)`` for the closest of ``choices``, or an empty string."""
     import difflib
 
+    if not isinstance(word, str):  # e.g. None where a name was expected: nothing is close
+        return ""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f" (did you mean {match[0]}?)" if match else ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and swallows any error there, so a Ctrl-C during that import would be lost (the run
         # went on, or failed later on a half-imported numpy). From here it is a Ctrl-C.
         import numpy  # noqa: F401
+
         code: int = args.func(args)
         return code
 
@@ -129,6 +131,13 @@ def run() -> None:
     except KeyboardInterrupt:  # between main's own handlers
         print("handgrad: interrupted", file=sys.stderr)
         code = 130
+    if code == edge.EXIT_INTERRUPTED:
+        # Exit 130 as said, now: CPython itself would exit by SIGINT instead if a
+        # KeyboardInterrupt once escaped code it ran for an extension (torch's import), even
+        # one the extension then swallowed. Every file of the run is closed by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     raise SystemExit(code)
 
 

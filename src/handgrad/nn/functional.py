@@ -84,7 +84,10 @@ def linear_backward(
         except RuntimeError:
             _write_without_grad(torch.mm, grad_out_t, x, grad_weight)
     else:
-        grad_weight.addmm_(grad_out_t, x)  # (D_out, D_in), += in place
+        try:  # (D_out, D_in), += in place
+            torch.addmm(grad_weight, grad_out_t, x, out=grad_weight)
+        except RuntimeError:
+            _write_without_grad(torch.addmm, grad_out_t, x, grad_weight, grad_weight)
     if not has_bias:
         return grad_x, grad_weight, None
     n = grad_out.shape[0] if rows is None else rows
@@ -97,17 +100,24 @@ def linear_backward(
         except RuntimeError:
             _write_without_grad(torch.mv, grad_out_t, ones, grad_bias)
     else:
-        grad_bias.addmv_(grad_out_t, ones)  # (D_out,), += in place
+        try:  # (D_out,), += in place
+            torch.addmv(grad_bias, grad_out_t, ones, out=grad_bias)
+        except RuntimeError:
+            _write_without_grad(torch.addmv, grad_out_t, ones, grad_bias, grad_bias)
     return grad_x, grad_weight, grad_bias
 
 
-def _write_without_grad(product: Callable[..., Tensor], a: Tensor, b: Tensor, out: Tensor) -> None:
-    """``product(a, b, out=out)`` that failed: again with autograd off if an input requires
-    grad (torch refuses ``out=`` there; a gradient is data, as torch's own are)."""
-    if not (a.requires_grad or b.requires_grad):
-        product(a, b, out=out)  # the error was another: raise it
+def _write_without_grad(
+    product: Callable[..., Tensor], a: Tensor, b: Tensor, out: Tensor, add_to: Tensor | None = None
+) -> None:
+    """``product([add_to,] a, b, out=out)`` that failed: again with autograd off if an input
+    requires grad (torch refuses ``out=`` there). A ``.grad`` is data, as torch's own are: an
+    in-place ``addmm_`` would record the graph into it and keep it alive from step to step."""
+    operands = (a, b) if add_to is None else (add_to, a, b)
+    if not any(t.requires_grad for t in operands):
+        product(*operands, out=out)  # the error was another: raise it
     with torch.no_grad():
-        product(a, b, out=out)
+        product(*operands, out=out)
 
 
 @functools.lru_cache(maxsize=32)

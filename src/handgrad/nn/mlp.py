@@ -62,7 +62,7 @@ def mlp(
     act: str = "relu",
     *,
     out_act: str = "none",
-    norm: str = "none",
+    norm: str | None = "none",
     dropout: float = 0.0,
     input_dropout: float = 0.0,
     init: str = "torch",
@@ -79,7 +79,7 @@ def mlp(
         act: hidden activation (``relu``, ``leaky_relu``, ``tanh``, ``sigmoid``, ``gelu``,
             ``gelu_tanh``).
         out_act: activation after the last layer (``tanh`` in the ninja and Fleuret seeds).
-        norm: ``batchnorm`` or ``layernorm`` after each hidden Linear, or ``none``.
+        norm: ``batchnorm`` or ``layernorm`` after each hidden Linear, or ``none`` (or None).
         dropout: dropout probability after each hidden activation (0 for none).
         input_dropout: dropout probability on the input (0 for none).
         init, std, bias_std, draw_order: passed to every ``Linear``.
@@ -88,6 +88,8 @@ def mlp(
         The model; its state-dict keys match the equivalent ``torch.nn.Sequential``.
     """
     sizes = parse_sizes(spec)
+    if norm is None:  # as torch's code says "no layer"
+        norm = "none"
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}{did_you_mean(norm, NORMS)}; choose from {NORMS}")
     layers: list[Module] = []

@@ -203,6 +203,8 @@ def accumulate_grad(param: Tensor, value: Tensor) -> Tensor:
 
     Shapes: value like ``param``. Returns ``param.grad``.
     """
+    if value.requires_grad:  # a gradient is data: no autograd graph goes into .grad
+        value = value.detach()
     grad = param.grad
     if grad is None:
         if value.shape != param.shape:
