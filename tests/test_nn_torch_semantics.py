@@ -474,3 +474,26 @@ def test_an_input_that_requires_grad_leaves_no_graph_in_the_gradients(
                 assert torch.allclose(p.grad, plain[name], atol=1e-12)
             else:
                 plain[name] = p.grad.clone()
+
+
+def test_a_module_that_calls_itself_in_its_forward_raises_unless_its_state_is_copied() -> None:
+    # A record left as the module's attributes cannot survive the module running itself
+    # inside its own forward: that is an error, not a wrong gradient later; with
+    # _saved_names = None (each call's state copied) the same module runs.
+    def twice(copied: bool) -> nn.Module:
+        class Twice(nn.Tanh):
+            _saved_names = None if copied else ("_saved",)
+
+            def forward(self, x: Tensor) -> Tensor:
+                if x.shape[1] == 5:  # the outer call runs itself on the first four columns
+                    return torch.cat([self(x[:, :4]), nn.Tanh.forward(self, x[:, 4:])], 1)
+                return super().forward(x)
+
+        return Twice()
+
+    x, _ = _data()
+    with pytest.raises(RuntimeError, match=r"called itself inside its own forward"):
+        twice(copied=False)(x)
+    module = twice(copied=True)
+    out = module(x)
+    assert torch.allclose(out, torch.tanh(x), atol=1e-12)

@@ -501,6 +501,15 @@ class Module:
                     _drop_generation(self, mode.generation)
                 raise
             mode.depth = depth
+            if tape:  # it called itself inside its forward: those records' attributes are gone
+                tape.clear()
+                if depth == 0:
+                    _drop_generation(self, mode.generation)
+                raise RuntimeError(
+                    f"{self._label()}: called itself inside its own forward, so the saved state "
+                    "of the inner call was overwritten; set _saved_names = None on the class "
+                    "(each call's state is then copied) or call a child module instead"
+                )
             first = inputs[0] if inputs else None
             needs = (type(first) is Tensor or isinstance(first, Tensor)) and (
                 getattr(first, _OUTPUT_TAG, False) or first.requires_grad
