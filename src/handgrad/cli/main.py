@@ -132,9 +132,10 @@ def run() -> None:
         print("handgrad: interrupted", file=sys.stderr)
         code = 130
     if code == edge.EXIT_INTERRUPTED:
-        # Exit 130 as said, now: CPython itself would exit by SIGINT instead if a
-        # KeyboardInterrupt once escaped code it ran for an extension (torch's import), even
-        # one the extension then swallowed. Every file of the run is closed by now.
+        # Exit 130 as said, now. Seen under load: "interrupted" printed, then an exit by
+        # SIGINT (-2). Our reading of CPython: it notes a KeyboardInterrupt that escaped
+        # code it ran for an extension (torch's import), even one the extension swallowed,
+        # and kills itself with SIGINT at the end. Every file of the run is closed by now.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
