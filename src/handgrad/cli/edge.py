@@ -12,7 +12,9 @@ the traceback as well.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -28,10 +30,29 @@ _interrupt_seen = False
 
 
 def on_sigint(signum: int, frame: object) -> None:
-    """Ctrl-C: noted, then raised as Python's own handler raises it."""
+    """Ctrl-C: noted, then raised as Python's own handler raises it -- but not in the middle
+    of importing torch, numpy or numba: there a KeyboardInterrupt can be swallowed, or raised
+    through torch's C++ bindings, which abort the process ("terminate called after throwing
+    ... error_already_set"). Then the signal is sent again a moment later, until the import
+    is done."""
     global _interrupt_seen
     _interrupt_seen = True
+    if _importing_native_libraries():
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+        return
     raise KeyboardInterrupt
+
+
+def _importing_native_libraries() -> bool:
+    """Whether a module of torch, numpy or numba is being imported (its code is running)."""
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] in ("torch", "numpy", "numba"):
+            spec = getattr(module, "__spec__", None)
+            if spec is not None and getattr(spec, "_initializing", False):
+                return True
+    return False
 
 
 DEBUG_ENV = "HANDGRAD_DEBUG"  # HANDGRAD_DEBUG=1: as --debug
