@@ -28,6 +28,7 @@ _ROW_BLOCK = 1024  # rows per product in linear_forward for large batches
 ROW_BLOCKS_FROM = _ROW_BLOCK * 4  # linear_forward goes in row blocks from this many rows
 # y = x Wᵀ + b for fewer rows: torch's ``linear`` is ``addmm(b, x, Wᵀ)`` (``mm`` without b),
 # bit for bit, in one call from Python where ``weight.t()`` and the product are two.
+# Shapes: x (N, D_in), weight (D_out, D_in), bias (D_out,) or None → y (N, D_out).
 linear_small = torch.nn.functional.linear
 
 

@@ -52,6 +52,10 @@ class Loss(Module):
             return values.sum()
         return values if shape is None else values.view(shape)
 
+    def _scale(self) -> float:
+        """dL/d(value) of a 'mean' (1 / count) or a 'sum' (1), for a scalar upstream of 1."""
+        return 1.0 / self._count if self.reduction == "mean" and self._count else 1.0
+
     def _upstream(self, grad_output: Tensor | float | None) -> Tensor | float:
         """dL/d(values): the reduction's scale times ``grad_output``, a number or a tensor."""
         if self._out_shape is None:
@@ -66,7 +70,7 @@ class Loss(Module):
                     f"{tuple(self._out_shape)}, got {got}"
                 )
             return grad_output
-        scale = 1.0 / self._count if self.reduction == "mean" and self._count else 1.0
+        scale = self._scale()
         if grad_output is None:
             return scale
         if isinstance(grad_output, Tensor):
@@ -280,10 +284,9 @@ class CrossEntropyLoss(_ClassLoss):
             if self._rows is not None:
                 return self._general_backward(grad_output, log_softmax=True)
             raise self._not_run()
-        # The fast path keeps N rows, so _count is N; loss.backward() of a mean: g = 1/N.
+        # loss.backward() of a mean or a sum: g is the reduction's scale (1/N or 1).
         if grad_output is None and self.reduction != "none":
-            n = self._count
-            upstream: Tensor | float = 1.0 / n if self.reduction == "mean" and n else 1.0
+            upstream: Tensor | float = self._scale()
         else:
             upstream = self._upstream(grad_output)
         minus = None
